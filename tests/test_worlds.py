@@ -1,0 +1,146 @@
+"""Procedural scenes: determinism, JSON round trip, content rules, rendering and camera model."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from reverie.camera.rotations import look_at
+from reverie.worlds import ObjectSpec, SceneSpec, sample_scene
+from reverie.worlds.caption import scene_caption
+from reverie.worlds.render import SceneRenderer, intrinsics
+from reverie.worlds.spec import TextureSpec
+from reverie.worlds.textures import texture_image
+
+SEEDS = range(40)
+
+
+def test_same_seed_same_scene_and_different_seeds_differ():
+    assert sample_scene(7) == sample_scene(7)
+    assert sample_scene(7, "open") == sample_scene(7, "open")
+    assert sample_scene(7) != sample_scene(8)
+
+
+@pytest.mark.parametrize("kind", ["indoor", "open", "mixed"])
+def test_json_round_trip(kind):
+    for seed in range(10):
+        spec = sample_scene(seed, kind)
+        assert SceneSpec.from_json(spec.to_json()) == spec
+
+
+def test_from_dict_rejects_unknown_missing_and_mistyped_fields():
+    d = sample_scene(0).to_dict()
+    with pytest.raises(ValueError, match="unknown field"):
+        SceneSpec.from_dict({**d, "colour": 1})
+    missing = dict(d)
+    missing.pop("objects")
+    with pytest.raises(ValueError, match="objects"):
+        SceneSpec.from_dict(missing)
+    with pytest.raises(ValueError, match="number"):
+        SceneSpec.from_dict({**d, "fovy": "wide"})
+    with pytest.raises(ValueError, match="not valid JSON"):
+        SceneSpec.from_json("{nope")
+    with pytest.raises(ValueError, match="version"):
+        SceneSpec.from_dict({**d, "version": 99})
+
+
+def test_bad_arguments_and_textures():
+    with pytest.raises(ValueError, match="seed"):
+        sample_scene(-1)
+    with pytest.raises(ValueError, match="kind"):
+        sample_scene(0, "underwater")
+    with pytest.raises(ValueError, match="pattern"):
+        TextureSpec("plaid", (1, 1, 1), (0, 0, 0))
+    with pytest.raises(ValueError, match="photo"):
+        TextureSpec("photo", (1, 1, 1), (0, 0, 0), photo="not_an_image")
+
+
+def test_scene_content_rules():
+    kinds = set()
+    for seed in SEEDS:
+        spec = sample_scene(seed)
+        kinds.add(spec.kind)
+        assert 5 <= len(spec.objects) <= 20, seed
+        x0, y0, x1, y1 = spec.camera_bounds
+        for o in spec.objects:  # objects stand inside the camera's region
+            assert x0 <= o.pos[0] <= x1 and y0 <= o.pos[1] <= y1
+        for a, b in [(a, b) for i, a in enumerate(spec.objects) for b in spec.objects[i + 1:]]:
+            gap = np.hypot(a.pos[0] - b.pos[0], a.pos[1] - b.pos[1])
+            assert gap > a.footprint_radius() + b.footprint_radius(), seed  # no overlaps
+        if spec.kind == "indoor":
+            assert 1 <= len(spec.rooms) <= 3
+            for room in spec.rooms:  # distinct surfaces within a room
+                assert room.floor != room.ceiling
+            if len(spec.rooms) > 1:
+                assert all(room.doors for room in spec.rooms)  # every room is reachable
+        else:
+            # Content in every direction: landmarks surround the region in all four quadrants.
+            angles = [np.arctan2(o.pos[1], o.pos[0]) for o in spec.landmarks]
+            quadrants = {int((a + np.pi) // (np.pi / 2)) % 4 for a in angles}
+            assert quadrants == {0, 1, 2, 3}
+    assert kinds == {"indoor", "open"}
+
+
+def test_textures_mix_photos_and_patterns():
+    photos, patterns = set(), set()
+    for seed in SEEDS:
+        spec = sample_scene(seed)
+        texs = [r.floor for r in spec.rooms] + [w for r in spec.rooms for w in r.walls]
+        texs += [o.texture for o in spec.objects if o.texture] + ([spec.ground] if spec.ground else [])
+        photos |= {t.photo for t in texs if t.pattern == "photo"}
+        patterns |= {t.pattern for t in texs if t.pattern != "photo"}
+        photos |= {p.photo for r in spec.rooms for p in r.posters}
+    assert {"brick", "grass", "gravel"} & photos and len(photos) >= 8
+    assert len(patterns) >= 6
+    img = texture_image(TextureSpec("photo", (1, 0, 0), (0, 0, 0), photo="brick"))
+    assert img.dtype == np.uint8 and img.shape[-1] == 3
+    assert img[..., 1:].max() == 0  # grayscale photos are tinted with the spec colours
+
+
+def test_caption_describes_content_not_motion():
+    for seed in range(10):
+        spec = sample_scene(seed)
+        text = scene_caption(spec)
+        assert ("indoor" in text) == (spec.kind == "indoor")
+        for word in ("pan", "dolly", "moves", "camera", "turn"):
+            assert word not in text.lower().split()
+        assert all(o.shape in text or o.name in text for o in spec.objects)
+
+
+@pytest.mark.parametrize("resolution", [64, 128, 256])
+def test_render_resolutions_and_depth(resolution):
+    spec = sample_scene(3)
+    room = spec.rooms[0] if spec.rooms else None
+    P = np.array([(room.x0 + room.x1) / 2, (room.y0 + room.y1) / 2, 1.5]) if room else np.zeros(3)
+    with SceneRenderer(spec, resolution, resolution) as r:
+        rgb = r.render(look_at(np.array([1.0, 0.2, 0.0])), P)
+        depth = r.render_depth(look_at(np.array([1.0, 0.2, 0.0])), P)
+    assert rgb.shape == (resolution, resolution, 3) and rgb.dtype == np.uint8
+    assert rgb.std() > 5  # textured content, not a blank frame
+    assert depth.shape == (resolution, resolution) and np.isfinite(depth).all()
+    assert 0.03 < depth.min() and depth.max() < 50
+
+
+def test_projection_matches_intrinsics_and_pose_convention():
+    """A small sphere lands on the pixel that K [R | -R P] predicts (OpenCV convention)."""
+    base = sample_scene(0, "open")
+    X = np.array([4.0, 1.0, 2.2])
+    ball = ObjectSpec("sphere", tuple(X), (0.12, 0.0, 0.0), 0.0, (1.0, 0.0, 0.0, 1.0), name="ball")
+    P = np.array([0.0, 0.0, 1.5])
+    R = look_at(np.array([1.0, -0.1, 0.05]))
+    size = 128
+    with_ball = dataclasses.replace(base, objects=(ball,), landmarks=())
+    without = dataclasses.replace(base, objects=(), landmarks=())
+    with SceneRenderer(with_ball, size, size) as r:
+        a = r.render(R, P).astype(float)
+        K = r.K
+    with SceneRenderer(without, size, size) as r:
+        b = r.render(R, P).astype(float)
+    mask = np.abs(a - b).sum(-1) > 30
+    assert mask.sum() > 5
+    vs, us = np.nonzero(mask)
+    uv_obs = np.array([us.mean() + 0.5, vs.mean() + 0.5])  # pixel centres at half integers
+    x_cam = R @ (X - P)
+    uv = (K @ (x_cam / x_cam[2]))[:2]
+    assert np.allclose(uv_obs, uv, atol=1.0), (uv_obs, uv)
+    assert np.allclose(K, intrinsics(size, size, base.fovy))
