@@ -10,9 +10,17 @@ import torch
 
 from reverie.camera import actions_to_poses, poses_to_actions
 from reverie.camera.rotations import R_from_yaw_pitch_roll
-from reverie.data import Batch, ClipDataset, Episode, RenderConfig, read_episode, write_episode
-from reverie.data import read_manifest, render_dataset
-from reverie.data import render_job
+from reverie.data import (
+    Batch,
+    ClipDataset,
+    Episode,
+    RenderConfig,
+    read_episode,
+    read_manifest,
+    render_dataset,
+    render_job,
+    write_episode,
+)
 from reverie.data.transforms import palindrome_indices, sample_pivot
 from reverie.data.video import read_mp4, write_mp4
 
@@ -27,8 +35,18 @@ def make_episode(T=24, size=32, seed=0) -> Episode:
     frames = rng.integers(0, 255, (T, size, size, 3), dtype=np.uint8)
     frames[:, : size // 2] = (np.arange(T) * 10 % 255)[:, None, None, None]  # varies over time
     K = np.array([[20.0, 0, 16], [0, 20, 16], [0, 0, 1]])
-    return Episode(frames=frames, R=R, P=P, actions=actions, action_scale=scale, K=K, fps=16.0,
-                   caption="A test room.", scene={"world": "test"}, trajectory="random")
+    return Episode(
+        frames=frames,
+        R=R,
+        P=P,
+        actions=actions,
+        action_scale=scale,
+        K=K,
+        fps=16.0,
+        caption="A test room.",
+        scene={"world": "test"},
+        trajectory="random",
+    )
 
 
 def test_video_round_trip_is_near_lossless(tmp_path):
@@ -62,13 +80,16 @@ def test_episode_mismatched_shapes_are_rejected():
         Episode(**{**ep.__dict__, "P": ep.P[:-1]})
 
 
-@pytest.mark.parametrize("victim, damage, match", [
-    ("cameras.json", "{broken", "cameras.json"),
-    ("actions.npy", "garbage", "actions.npy"),
-    ("video.mp4", "not a video", "video.mp4"),
-    ("caption.txt", None, "caption.txt"),
-    ("scene.json", None, "scene.json"),
-])
+@pytest.mark.parametrize(
+    "victim, damage, match",
+    [
+        ("cameras.json", "{broken", "cameras.json"),
+        ("actions.npy", "garbage", "actions.npy"),
+        ("video.mp4", "not a video", "video.mp4"),
+        ("caption.txt", None, "caption.txt"),
+        ("scene.json", None, "scene.json"),
+    ],
+)
 def test_corrupt_or_missing_files_name_the_file(tmp_path, victim, damage, match):
     write_episode(tmp_path / "e", make_episode())
     path = tmp_path / "e" / victim
@@ -104,7 +125,7 @@ def test_palindrome_indices():
             idx = palindrome_indices(T, p)
             assert len(idx) == T and idx.min() >= 0 and idx.max() == p - 1
             assert list(idx[:p]) == list(range(p))
-            assert np.all(np.diff(idx[p - 1:]) == -1)  # then straight back
+            assert np.all(np.diff(idx[p - 1 :]) == -1)  # then straight back
     assert list(palindrome_indices(5, 3)) == [0, 1, 2, 1, 0]
     with pytest.raises(ValueError, match="pivot"):
         palindrome_indices(8, 3)
@@ -138,7 +159,7 @@ def test_clip_dataset_batches(tmp_path):
     # Clip actions are the episode's actions at the clip's frames.
     ep = read_episode(tmp_path / "episodes" / b.episode[0])
     s = int(b.start[0])
-    np.testing.assert_allclose(b.actions[0].numpy(), ep.actions[s:s + 9], atol=1e-6)
+    np.testing.assert_allclose(b.actions[0].numpy(), ep.actions[s : s + 9], atol=1e-6)
 
 
 def test_palindrome_clips_return_to_start(tmp_path):
@@ -154,8 +175,12 @@ def test_palindrome_clips_return_to_start(tmp_path):
             torch.testing.assert_close(b.frames[0, p], b.frames[0, p - 2])
             # and its actions undo the forward motion: integrating them rebuilds the poses
             ep = read_episode(tmp_path / "episodes" / b.episode[0])
-            R, P = actions_to_poses(b.actions[0].numpy(), ep.action_scale, b.R[0, 0].double().numpy(),
-                                    b.P[0, 0].double().numpy())
+            R, P = actions_to_poses(
+                b.actions[0].numpy(),
+                ep.action_scale,
+                b.R[0, 0].double().numpy(),
+                b.P[0, 0].double().numpy(),
+            )
             np.testing.assert_allclose(P, b.P[0].numpy(), atol=1e-4)
 
 
@@ -182,8 +207,15 @@ def test_manifest_ignores_partial_last_line(tmp_path):
 
 
 def test_render_config_validation():
-    for bad in ({"episodes": 0}, {"seconds": -1}, {"resolution": 50}, {"fps": 0},
-                {"world": "mars"}, {"trajectory": "teleport"}, {"seed": -3}):
+    for bad in (
+        {"episodes": 0},
+        {"seconds": -1},
+        {"resolution": 50},
+        {"fps": 0},
+        {"world": "mars"},
+        {"trajectory": "teleport"},
+        {"seed": -3},
+    ):
         with pytest.raises(ValueError):
             RenderConfig(**{"episodes": 1, "seconds": 1.0, **bad})
 
@@ -211,5 +243,6 @@ def test_render_resume_and_determinism(tmp_path):
         np.testing.assert_array_equal(a.P, b.P)
         np.testing.assert_array_equal(a.frames, b.frames)
     with pytest.raises(ValueError, match="other settings"):
-        render_dataset(RenderConfig(episodes=3, seconds=2.0, resolution=32), tmp_path / "a",
-                       progress=False)
+        render_dataset(
+            RenderConfig(episodes=3, seconds=2.0, resolution=32), tmp_path / "a", progress=False
+        )

@@ -64,7 +64,7 @@ def test_scene_content_rules():
         x0, y0, x1, y1 = spec.camera_bounds
         for o in spec.objects:  # objects stand inside the camera's region
             assert x0 <= o.pos[0] <= x1 and y0 <= o.pos[1] <= y1
-        for a, b in [(a, b) for i, a in enumerate(spec.objects) for b in spec.objects[i + 1:]]:
+        for a, b in [(a, b) for i, a in enumerate(spec.objects) for b in spec.objects[i + 1 :]]:
             gap = np.hypot(a.pos[0] - b.pos[0], a.pos[1] - b.pos[1])
             assert gap > a.footprint_radius() + b.footprint_radius(), seed  # no overlaps
         if spec.kind == "indoor":
@@ -86,7 +86,9 @@ def test_textures_mix_photos_and_patterns():
     for seed in SEEDS:
         spec = sample_scene(seed)
         texs = [r.floor for r in spec.rooms] + [w for r in spec.rooms for w in r.walls]
-        texs += [o.texture for o in spec.objects if o.texture] + ([spec.ground] if spec.ground else [])
+        texs += [o.texture for o in spec.objects if o.texture] + (
+            [spec.ground] if spec.ground else []
+        )
         photos |= {t.photo for t in texs if t.pattern == "photo"}
         patterns |= {t.pattern for t in texs if t.pattern != "photo"}
         photos |= {p.photo for r in spec.rooms for p in r.posters}
@@ -95,6 +97,15 @@ def test_textures_mix_photos_and_patterns():
     img = texture_image(TextureSpec("photo", (1, 0, 0), (0, 0, 0), photo="brick"))
     assert img.dtype == np.uint8 and img.shape[-1] == 3
     assert img[..., 1:].max() == 0  # grayscale photos are tinted with the spec colours
+
+
+def test_every_photo_loads():
+    from reverie.worlds.spec import MATERIAL_PHOTOS, PHOTO_NAMES
+    from reverie.worlds.textures import load_photo
+
+    for name in PHOTO_NAMES + MATERIAL_PHOTOS:
+        img = load_photo(name)
+        assert img.ndim == 3 and img.shape[-1] == 3 and 0 <= img.min() <= img.max() <= 1, name
 
 
 def test_caption_describes_content_not_motion():
@@ -144,3 +155,26 @@ def test_projection_matches_intrinsics_and_pose_convention():
     uv = (K @ (x_cam / x_cam[2]))[:2]
     assert np.allclose(uv_obs, uv, atol=1.0), (uv_obs, uv)
     assert np.allclose(K, intrinsics(size, size, base.fovy))
+
+
+def test_depth_is_metric_distance_along_the_optical_axis():
+    spec = dataclasses.replace(sample_scene(2, "indoor"), objects=())
+    room = spec.rooms[0]
+    P = np.array([(room.x0 + room.x1) / 2, (room.y0 + room.y1) / 2, 1.5])
+    t = room.wall_thickness
+    views = {  # side -> (optical axis, distance from P to that wall's inner face)
+        "west": (np.array([-1.0, 0, 0]), P[0] - room.x0 - t),
+        "east": (np.array([1.0, 0, 0]), room.x1 - t - P[0]),
+        "south": (np.array([0, -1.0, 0]), P[1] - room.y0 - t),
+        "north": (np.array([0, 1.0, 0]), room.y1 - t - P[1]),
+    }
+    solid = [s for s in views if not any(d.side == s for d in room.doors)]
+    assert solid
+    with SceneRenderer(spec, 64, 64) as r:
+        for side in solid:
+            axis, expected = views[side]
+            depth = r.render_depth(look_at(axis), P)
+            # Depth is along the optical axis, so a wall facing the camera is flat in depth.
+            assert abs(np.median(depth[24:40, 24:40]) - expected) < 0.02, side
+            assert np.ptp(depth[24:40, 24:40]) < 0.05
+        assert r.render(look_at(views[solid[0]][0]), P).std() > 1

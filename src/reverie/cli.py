@@ -1,6 +1,6 @@
 """The ``reverie`` command line.
 
-    reverie render --out data/tiny --episodes 8 --seconds 10 --workers 2
+reverie render --out data/tiny --episodes 8 --seconds 10 --workers 2
 """
 
 from __future__ import annotations
@@ -15,10 +15,13 @@ from reverie.runtime import setup_runtime
 
 
 def _add_render(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("render", help="render a dataset of procedural-world episodes",
-                       description="Render episodes (video, poses, actions, caption) into "
-                                   "OUT/episodes/<id>/ and list them in OUT/manifest.jsonl. "
-                                   "Re-running the same command resumes.")
+    p = sub.add_parser(
+        "render",
+        help="render a dataset of procedural-world episodes",
+        description="Render episodes (video, poses, actions, caption) into "
+        "OUT/episodes/<id>/ and list them in OUT/manifest.jsonl. "
+        "Re-running the same command resumes.",
+    )
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--episodes", type=int, default=8, help="number of episodes (default 8)")
     p.add_argument("--seconds", type=float, default=10.0, help="episode length (default 10)")
@@ -26,25 +29,45 @@ def _add_render(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fps", type=int, default=16, help="frames per second (default 16)")
     p.add_argument("--seed", type=int, default=0, help="dataset seed (default 0)")
     p.add_argument("--workers", type=int, default=1, help="rendering processes (default 1)")
-    p.add_argument("--world", choices=WORLDS, default="procedural",
-                   help="procedural = indoor rooms and open scenes; rooms; open; memory-maze")
-    p.add_argument("--trajectory", choices=TRAJECTORIES, default="mixed",
-                   help="camera path family (default mixed)")
+    p.add_argument(
+        "--world",
+        choices=WORLDS,
+        default="procedural",
+        help="procedural = indoor rooms and open scenes; rooms; open; memory-maze",
+    )
+    p.add_argument(
+        "--trajectory",
+        choices=TRAJECTORIES,
+        default="mixed",
+        help="camera path family (default mixed)",
+    )
     p.add_argument("--depth", action="store_true", help="also store depth maps")
     p.set_defaults(func=_render)
 
 
 def _render(args: argparse.Namespace) -> int:
-    cfg = RenderConfig(episodes=args.episodes, seconds=args.seconds, resolution=args.resolution,
-                       fps=args.fps, seed=args.seed, world=args.world,
-                       trajectory=args.trajectory, depth=args.depth)
+    cfg = RenderConfig(
+        episodes=args.episodes,
+        seconds=args.seconds,
+        resolution=args.resolution,
+        fps=args.fps,
+        seed=args.seed,
+        world=args.world,
+        trajectory=args.trajectory,
+        depth=args.depth,
+    )
     t0 = time.perf_counter()
     rows = render_dataset(cfg, args.out, workers=args.workers)
     frames = sum(r["frames"] for r in rows)
-    summary = {"out": args.out, "episodes": len(rows), "frames": frames,
-               "seconds_elapsed": round(time.perf_counter() - t0, 2),
-               "mean_revisit_fraction": round(
-                   sum(r.get("revisit_fraction") or 0.0 for r in rows) / max(len(rows), 1), 3)}
+    summary = {
+        "out": args.out,
+        "episodes": len(rows),
+        "frames": frames,
+        "seconds_elapsed": round(time.perf_counter() - t0, 2),
+        "mean_revisit_fraction": round(
+            sum(r.get("revisit_fraction") or 0.0 for r in rows) / max(len(rows), 1), 3
+        ),
+    }
     print(json.dumps(summary))
     return 0
 
@@ -67,8 +90,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"reverie {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"reverie {args.command}: interrupted; re-run the same command to resume",
-              file=sys.stderr)
+        print(
+            f"reverie {args.command}: interrupted; re-run the same command to resume",
+            file=sys.stderr,
+        )
         return 130
 
 

@@ -1,8 +1,8 @@
 """PyTorch clip dataset over rendered episodes, yielding :class:`Batch` objects.
 
-    >>> ds = ClipDataset("data/tiny", clip_frames=33, palindrome=0.5)
-    >>> loader = DataLoader(ds, batch_size=8, shuffle=True, collate_fn=Batch.collate)
-    >>> batch = next(iter(loader)).to("cpu")   # batch.frames: (8, 33, 3, 64, 64) in [-1, 1]
+>>> ds = ClipDataset("data/tiny", clip_frames=33, palindrome=0.5)
+>>> loader = DataLoader(ds, batch_size=8, shuffle=True, collate_fn=Batch.collate)
+>>> batch = next(iter(loader)).to("cpu")   # batch.frames: (8, 33, 3, 64, 64) in [-1, 1]
 """
 
 from __future__ import annotations
@@ -54,12 +54,14 @@ class Batch:
 
     def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> Batch:
         """Move tensors to ``device``; floating tensors are cast to ``dtype`` when given."""
+
         def move(x):
             if not isinstance(x, torch.Tensor):
                 return x
             if dtype is not None and x.is_floating_point():
                 return x.to(device=device, dtype=dtype)
             return x.to(device)
+
         return Batch(**{f.name: move(getattr(self, f.name)) for f in dataclasses.fields(self)})
 
     @staticmethod
@@ -68,8 +70,11 @@ class Batch:
         out = {}
         for f in dataclasses.fields(Batch):
             values = [getattr(b, f.name) for b in items]
-            out[f.name] = (torch.cat(values) if isinstance(values[0], torch.Tensor)
-                           else [v for vs in values for v in vs])
+            out[f.name] = (
+                torch.cat(values)
+                if isinstance(values[0], torch.Tensor)
+                else [v for vs in values for v in vs]
+            )
         return Batch(**out)
 
 
@@ -94,9 +99,16 @@ class ClipDataset(Dataset):
             resolution, bad arguments.
     """
 
-    def __init__(self, root: str | os.PathLike, clip_frames: int, *, palindrome: float = 0.0,
-                 clips_per_episode: int = 1, resolution: int | None = None,
-                 cache_episodes: int = 64) -> None:
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        clip_frames: int,
+        *,
+        palindrome: float = 0.0,
+        clips_per_episode: int = 1,
+        resolution: int | None = None,
+        cache_episodes: int = 64,
+    ) -> None:
         if clip_frames < 1:
             raise ValueError(f"clip_frames must be >= 1, got {clip_frames}")
         if not 0.0 <= palindrome <= 1.0:
@@ -110,14 +122,17 @@ class ClipDataset(Dataset):
         sizes = {(r["height"], r["width"]) for r in self.rows}
         if len(sizes) != 1:
             raise ValueError(f"dataset {self.root} mixes resolutions {sorted(sizes)}")
-        (self.height, self.width), = sizes
+        ((self.height, self.width),) = sizes
         if resolution is not None and (self.height, self.width) != (resolution, resolution):
-            raise ValueError(f"dataset {self.root} is {self.height}x{self.width} but "
-                             f"{resolution}x{resolution} was expected")
+            raise ValueError(
+                f"dataset {self.root} is {self.height}x{self.width} but "
+                f"{resolution}x{resolution} was expected"
+            )
         short = [r["id"] for r in self.rows if r["frames"] < clip_frames]
         if short:
-            raise ValueError(f"episodes {short[:5]} of {self.root} are shorter than "
-                             f"clip_frames={clip_frames}")
+            raise ValueError(
+                f"episodes {short[:5]} of {self.root} are shorter than clip_frames={clip_frames}"
+            )
         self.clip_frames, self.palindrome = clip_frames, palindrome
         self.clips_per_episode = clips_per_episode
         self._load = functools.lru_cache(maxsize=cache_episodes)(self._load_episode)
@@ -128,8 +143,10 @@ class ClipDataset(Dataset):
     def _load_episode(self, eid: str) -> Episode:
         ep = read_episode(self.root / "episodes" / eid)
         if ep.resolution != (self.height, self.width):
-            raise ValueError(f"{self.root / 'episodes' / eid / 'video.mp4'} is "
-                             f"{ep.resolution}, the manifest says {(self.height, self.width)}")
+            raise ValueError(
+                f"{self.root / 'episodes' / eid / 'video.mp4'} is "
+                f"{ep.resolution}, the manifest says {(self.height, self.width)}"
+            )
         return ep
 
     def __getitem__(self, index: int) -> Batch:
@@ -159,5 +176,8 @@ class ClipDataset(Dataset):
             actions=torch.from_numpy(np.ascontiguousarray(actions)).float()[None],
             action_scale=torch.tensor([ep.action_scale], dtype=torch.float32),
             K=torch.from_numpy(ep.K).float()[None],
-            start=torch.tensor([start]), pivot=torch.tensor([pivot]),
-            caption=[ep.caption], episode=[row["id"]])
+            start=torch.tensor([start]),
+            pivot=torch.tensor([pivot]),
+            caption=[ep.caption],
+            episode=[row["id"]],
+        )

@@ -31,8 +31,10 @@ from reverie.camera import NUM_ACTIONS
 from reverie.camera.rotations import check_rotations
 from reverie.data.video import read_mp4, write_mp4
 
-CAMERA_CONVENTION = ("world-to-camera R, camera centre P in metres, OpenCV camera axes "
-                     "(x right, y down, z forward), world z up")
+CAMERA_CONVENTION = (
+    "world-to-camera R, camera centre P in metres, OpenCV camera axes "
+    "(x right, y down, z forward), world z up"
+)
 EPISODE_FILES = ("video.mp4", "cameras.json", "actions.npy", "caption.txt", "scene.json")
 
 
@@ -64,11 +66,14 @@ class Episode:
     def __post_init__(self) -> None:
         T = len(self.frames)
         if self.frames.ndim != 4 or self.frames.shape[-1] != 3 or self.frames.dtype != np.uint8:
-            raise ValueError(f"frames must be (T, H, W, 3) uint8, got {self.frames.shape} "
-                             f"{self.frames.dtype}")
+            raise ValueError(
+                f"frames must be (T, H, W, 3) uint8, got {self.frames.shape} {self.frames.dtype}"
+            )
         if self.R.shape != (T, 3, 3) or self.P.shape != (T, 3):
-            raise ValueError(f"poses must be R ({T}, 3, 3) and P ({T}, 3) to match {T} frames, "
-                             f"got {self.R.shape} and {self.P.shape}")
+            raise ValueError(
+                f"poses must be R ({T}, 3, 3) and P ({T}, 3) to match {T} frames, "
+                f"got {self.R.shape} and {self.P.shape}"
+            )
         if self.actions.shape != (T, NUM_ACTIONS):
             raise ValueError(f"actions must be ({T}, {NUM_ACTIONS}), got {self.actions.shape}")
         if self.depth is not None and self.depth.shape != self.frames.shape[:3]:
@@ -162,8 +167,9 @@ def read_actions(episode_dir: str | os.PathLike) -> np.ndarray:
     except (ValueError, OSError, EOFError) as e:
         raise ValueError(f"corrupt actions file {path}: {e}") from e
     if actions.ndim != 2 or actions.shape[1] != NUM_ACTIONS or not np.isfinite(actions).all():
-        raise ValueError(f"invalid actions in {path}: expected finite (T, {NUM_ACTIONS}), "
-                         f"got {actions.shape}")
+        raise ValueError(
+            f"invalid actions in {path}: expected finite (T, {NUM_ACTIONS}), got {actions.shape}"
+        )
     return actions.astype(np.float32)
 
 
@@ -194,8 +200,17 @@ def read_episode(episode_dir: str | os.PathLike, *, depth: bool = False) -> Epis
         if not dpath.is_file():
             raise FileNotFoundError(f"missing episode file: {dpath} (render with --depth)")
         dep = np.load(dpath)["depth"].astype(np.float32)
-    return Episode(frames=frames, R=cams["R"], P=cams["P"], actions=actions,
-                   action_scale=float(cams["action_scale"]), K=cams["K"], fps=float(cams["fps"]),
-                   caption=caption_path.read_text().strip(), scene=scene,
-                   trajectory=str(cams.get("trajectory", "unknown")),
-                   stats=dict(cams.get("stats", {})), depth=dep)
+    return Episode(
+        frames=frames,
+        R=cams["R"],
+        P=cams["P"],
+        actions=actions,
+        action_scale=float(cams["action_scale"]),
+        K=cams["K"],
+        fps=float(cams["fps"]),
+        caption=caption_path.read_text().strip(),
+        scene=scene,
+        trajectory=str(cams.get("trajectory", "unknown")),
+        stats=dict(cams.get("stats", {})),
+        depth=dep,
+    )

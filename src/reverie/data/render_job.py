@@ -63,8 +63,9 @@ class RenderConfig:
         if not self.seconds > 0:
             raise ValueError(f"--seconds must be > 0, got {self.seconds}")
         if self.resolution < 16 or self.resolution % 16:
-            raise ValueError(f"--resolution must be a multiple of 16 (>= 16), got "
-                             f"{self.resolution}")
+            raise ValueError(
+                f"--resolution must be a multiple of 16 (>= 16), got {self.resolution}"
+            )
         if self.fps <= 0:
             raise ValueError(f"--fps must be > 0, got {self.fps}")
         if self.seed < 0:
@@ -99,41 +100,65 @@ def render_episode(cfg: RenderConfig, index: int, out: str | os.PathLike) -> dic
     """Render episode ``index`` of ``cfg`` into ``out/episodes/<id>``; returns its manifest row."""
     from reverie.camera import poses_to_actions
     from reverie.data.episode import Episode, write_episode
+    from reverie.worlds.revisit import revisit_stats
 
     scene_seed, traj_seed = episode_seeds(cfg.seed, index)
     if cfg.world == "memory-maze":
         from reverie.worlds.memory_maze import record_memory_maze
 
-        ep = record_memory_maze(seed=scene_seed, frames=cfg.frames, fps=cfg.fps,
-                                resolution=cfg.resolution)
+        if cfg.depth:
+            raise ValueError("depth maps are not available for the memory-maze world")
+        ep = record_memory_maze(
+            seed=scene_seed, frames=cfg.frames, fps=cfg.fps, resolution=cfg.resolution
+        )
         kind = "memory-maze"
     else:
         from reverie.worlds.caption import scene_caption
         from reverie.worlds.render import SceneRenderer
-        from reverie.worlds.revisit import revisit_stats
         from reverie.worlds.sampling import sample_scene
         from reverie.worlds.trajectory import sample_trajectory
 
         spec = sample_scene(scene_seed, _SCENE_KIND[cfg.world])
-        traj = sample_trajectory(spec, cfg.trajectory, seconds=cfg.frames / cfg.fps, fps=cfg.fps,
-                                 seed=traj_seed)
+        traj = sample_trajectory(
+            spec, cfg.trajectory, seconds=cfg.frames / cfg.fps, fps=cfg.fps, seed=traj_seed
+        )
         R, P = traj.R[: cfg.frames], traj.P[: cfg.frames]
         with SceneRenderer(spec, cfg.resolution, cfg.resolution) as renderer:
             frames, depth = renderer.render_trajectory(R, P, depth=cfg.depth)
             K = renderer.K
         actions, scale = poses_to_actions(R, P)
-        ep = Episode(frames=frames, R=R, P=P, actions=actions, action_scale=scale, K=K,
-                     fps=float(cfg.fps), caption=scene_caption(spec), scene=spec.to_dict(),
-                     trajectory=cfg.trajectory,
-                     stats=revisit_stats(R, P, cfg.fps).to_dict(), depth=depth)
+        ep = Episode(
+            frames=frames,
+            R=R,
+            P=P,
+            actions=actions,
+            action_scale=scale,
+            K=K,
+            fps=float(cfg.fps),
+            caption=scene_caption(spec),
+            scene=spec.to_dict(),
+            trajectory=cfg.trajectory,
+            depth=depth,
+        )
         kind = spec.kind
+    ep.stats.update(revisit_stats(ep.R, ep.P, cfg.fps).to_dict())
     eid = episode_id(index)
     write_episode(Path(out) / "episodes" / eid, ep)
-    return {"id": eid, "index": index, "world": cfg.world, "scene_kind": kind,
-            "scene_seed": scene_seed, "trajectory_seed": traj_seed, "trajectory": cfg.trajectory,
-            "frames": ep.num_frames, "fps": cfg.fps, "height": ep.resolution[0],
-            "width": ep.resolution[1], "action_scale": ep.action_scale,
-            "revisit_fraction": ep.stats.get("revisit_fraction")}
+    return {
+        "id": eid,
+        "index": index,
+        "world": cfg.world,
+        "scene_kind": kind,
+        "scene_seed": scene_seed,
+        "trajectory_seed": traj_seed,
+        "trajectory": cfg.trajectory,
+        "frames": ep.num_frames,
+        "fps": cfg.fps,
+        "height": ep.resolution[0],
+        "width": ep.resolution[1],
+        "action_scale": ep.action_scale,
+        "revisit_fraction": ep.stats.get("revisit_fraction"),
+    }
 
 
 def read_manifest(out: str | os.PathLike) -> list[dict[str, Any]]:
@@ -174,8 +199,10 @@ def _prepare(cfg: RenderConfig, out: Path) -> list[dict[str, Any]]:
         stored = RenderConfig(**meta["config"]).identity()
         if stored != cfg.identity():
             diff = {k: (stored[k], v) for k, v in cfg.identity().items() if stored.get(k) != v}
-            raise ValueError(f"{out} was rendered with other settings {diff} (stored, asked); "
-                             f"use a new --out or the same settings to resume")
+            raise ValueError(
+                f"{out} was rendered with other settings {diff} (stored, asked); "
+                f"use a new --out or the same settings to resume"
+            )
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(meta_path, {"config": dataclasses.asdict(cfg), "format": 1})
     if not (out / "manifest.jsonl").is_file():
@@ -183,6 +210,7 @@ def _prepare(cfg: RenderConfig, out: Path) -> list[dict[str, Any]]:
     rows = read_manifest(out)
     # Rewrite the manifest so that a partial last line is gone before we append to it.
     from reverie.io import atomic_write_text
+
     atomic_write_text(out / "manifest.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     return rows
 
@@ -192,9 +220,14 @@ def _worker(args: tuple[RenderConfig, int, str]) -> dict[str, Any]:
     return render_episode(cfg, index, out)
 
 
-def render_dataset(cfg: RenderConfig, out: str | os.PathLike, *, workers: int = 1,
-                   progress: bool = True,
-                   on_episode: Callable[[dict[str, Any]], None] | None = None) -> list[dict]:
+def render_dataset(
+    cfg: RenderConfig,
+    out: str | os.PathLike,
+    *,
+    workers: int = 1,
+    progress: bool = True,
+    on_episode: Callable[[dict[str, Any]], None] | None = None,
+) -> list[dict]:
     """Render the missing episodes of ``cfg`` into ``out``; returns the full manifest.
 
     Args:
@@ -213,8 +246,13 @@ def render_dataset(cfg: RenderConfig, out: str | os.PathLike, *, workers: int = 
     todo = [i for i in range(cfg.episodes) if i not in have]
     if not todo:
         return read_manifest(out)
-    bar = tqdm(total=cfg.episodes, initial=cfg.episodes - len(todo), unit="ep",
-               disable=not progress, desc=f"render {out.name}")
+    bar = tqdm(
+        total=cfg.episodes,
+        initial=cfg.episodes - len(todo),
+        unit="ep",
+        disable=not progress,
+        desc=f"render {out.name}",
+    )
     jobs = [(cfg, i, str(out)) for i in todo]
     with open(out / "manifest.jsonl", "a") as manifest:
 

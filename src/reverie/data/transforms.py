@@ -39,8 +39,9 @@ def palindrome_indices(num_frames: int, pivot: int) -> np.ndarray:
     """
     lo = math.ceil((num_frames + 1) / 2)
     if not lo <= pivot <= num_frames:
-        raise ValueError(f"pivot must be in [{lo}, {num_frames}] for {num_frames} frames, "
-                         f"got {pivot}")
+        raise ValueError(
+            f"pivot must be in [{lo}, {num_frames}] for {num_frames} frames, got {pivot}"
+        )
     forward = np.arange(pivot)
     backward = np.arange(pivot - 2, 2 * pivot - 2 - num_frames, -1)
     return np.concatenate([forward, backward]).astype(np.int64)

@@ -11,24 +11,52 @@ import numpy as np
 from reverie.worlds.spec import ObjectSpec, RoomSpec, SceneSpec, TextureSpec
 
 COLOR_NAMES = {
-    "black": (0.05, 0.05, 0.05), "gray": (0.5, 0.5, 0.5), "white": (0.95, 0.95, 0.95),
-    "red": (0.8, 0.15, 0.15), "orange": (0.9, 0.5, 0.1), "yellow": (0.9, 0.85, 0.2),
-    "green": (0.2, 0.7, 0.25), "teal": (0.15, 0.6, 0.6), "blue": (0.2, 0.3, 0.85),
-    "purple": (0.55, 0.25, 0.7), "pink": (0.9, 0.5, 0.7), "brown": (0.5, 0.32, 0.15),
-    "olive": (0.5, 0.5, 0.15), "navy": (0.1, 0.12, 0.4), "maroon": (0.45, 0.1, 0.15),
+    "black": (0.05, 0.05, 0.05),
+    "gray": (0.5, 0.5, 0.5),
+    "white": (0.95, 0.95, 0.95),
+    "red": (0.8, 0.15, 0.15),
+    "orange": (0.9, 0.5, 0.1),
+    "yellow": (0.9, 0.85, 0.2),
+    "green": (0.2, 0.7, 0.25),
+    "teal": (0.15, 0.6, 0.6),
+    "blue": (0.2, 0.3, 0.85),
+    "purple": (0.55, 0.25, 0.7),
+    "pink": (0.9, 0.5, 0.7),
+    "brown": (0.5, 0.32, 0.15),
+    "olive": (0.5, 0.5, 0.15),
+    "navy": (0.1, 0.12, 0.4),
+    "maroon": (0.45, 0.1, 0.15),
     "beige": (0.85, 0.8, 0.65),
 }
 PHOTO_WORDS = {
-    "astronaut": "an astronaut", "coffee": "a cup of coffee", "chelsea": "a cat",
-    "rocket": "a rocket", "hubble_deep_field": "distant galaxies", "immunohistochemistry":
-    "stained cells", "retina": "a retina", "colorwheel": "a colour wheel",
-    "stereo_motorcycle": "a motorcycle", "camera": "a cameraman", "coins": "old coins",
-    "moon": "the moon", "text": "handwritten text", "clock": "a clock", "page": "a printed page",
-    "brick": "brick", "grass": "grass", "gravel": "gravel",
+    "astronaut": "an astronaut",
+    "coffee": "a cup of coffee",
+    "chelsea": "a cat",
+    "rocket": "a rocket",
+    "hubble_deep_field": "distant galaxies",
+    "immunohistochemistry": "stained cells",
+    "retina": "a retina",
+    "colorwheel": "a colour wheel",
+    "stereo_motorcycle": "a motorcycle",
+    "camera": "a cameraman",
+    "coins": "old coins",
+    "moon": "the moon",
+    "text": "handwritten text",
+    "clock": "a clock",
+    "page": "a printed page",
+    "brick": "brick",
+    "grass": "grass",
+    "gravel": "gravel",
 }
 PATTERN_WORDS = {
-    "checker": "checkered", "stripes": "striped", "noise": "mottled", "bricks": "brick-patterned",
-    "dots": "polka-dot", "planks": "wooden plank", "tiles": "tiled", "gradient": "shaded",
+    "checker": "checkered",
+    "stripes": "striped",
+    "noise": "mottled",
+    "bricks": "brick-patterned",
+    "dots": "polka-dot",
+    "planks": "wooden plank",
+    "tiles": "tiled",
+    "gradient": "shaded",
 }
 NUMBERS = ("no", "one", "two", "three", "four", "five", "six")
 ORDINALS = ("first", "second", "third", "fourth", "fifth", "sixth")
@@ -89,17 +117,27 @@ def scene_caption(spec: SceneSpec) -> str:
     """One paragraph describing the scene's content (no camera motion, RELIC §3.3)."""
     if spec.kind == "indoor":
         n = len(spec.rooms)
-        head = ("An indoor scene with a single room." if n == 1 else
-                f"An indoor scene with {NUMBERS[n] if n < len(NUMBERS) else n} connected rooms "
-                f"joined by doorways.")
-        body = [_room_sentence(r, [o for o in spec.objects if _in_room(o, r)],
-                               "room" if n == 1 else f"{ORDINALS[k % len(ORDINALS)]} room")
-                for k, r in enumerate(spec.rooms)]
+        head = (
+            "An indoor scene with a single room."
+            if n == 1
+            else f"An indoor scene with {NUMBERS[n] if n < len(NUMBERS) else n} connected rooms "
+            f"joined by doorways."
+        )
+        body = [
+            _room_sentence(
+                r,
+                [o for o in spec.objects if _in_room(o, r)],
+                "room" if n == 1 else f"{ORDINALS[k % len(ORDINALS)]} room",
+            )
+            for k, r in enumerate(spec.rooms)
+        ]
         return " ".join([head, *body])
     ground = texture_words(spec.ground) if spec.ground is not None else "bare"
     sky = color_name(spec.sky[0])
     head = f"An open outdoor scene with {ground} ground under a {sky} sky."
     objs = f"Nearby stand {_join([object_words(o) for o in spec.objects])}."
     kinds = sorted({o.name for o in spec.landmarks})
-    far = f"In the distance there are {_join([k + 's' for k in kinds])} all around." if kinds else ""
+    far = (
+        f"In the distance there are {_join([k + 's' for k in kinds])} all around." if kinds else ""
+    )
     return " ".join(s for s in (head, objs, far) if s)

@@ -8,12 +8,13 @@ libgl1 libglx-mesa0 libgles2 libosmesa6``.
 
 from __future__ import annotations
 
+import atexit
 import math
 import os
 
 import numpy as np
 
-from reverie.worlds.mjcf import CAMERA_NAME, build_mjcf
+from reverie.worlds.mjcf import CAMERA_NAME, compile_model
 from reverie.worlds.spec import SceneSpec
 
 GL_PACKAGES = "libegl1 libegl-mesa0 libgl1-mesa-dri libgl1 libglx-mesa0 libgles2 libosmesa6"
@@ -27,6 +28,44 @@ _CV_TO_MJ = np.diag([1.0, -1.0, -1.0])
 def configure_gl() -> str:
     """Choose MuJoCo's headless GL backend (``MUJOCO_GL``, default ``egl``); returns it."""
     return os.environ.setdefault("MUJOCO_GL", "egl")
+
+
+_GL_CONTEXT = None
+
+
+def _shared_gl_context():
+    """One headless GL context per process, shared by all renderers.
+
+    Creating a context and compiling its shaders costs ~0.2 s on llvmpipe, as long as rendering
+    a whole 64x64 episode; each scene only needs its own (cheap) ``MjrContext``.
+    """
+    global _GL_CONTEXT
+    if _GL_CONTEXT is None:
+        configure_gl()
+        from mujoco import gl_context
+
+        try:
+            ctx = gl_context.GLContext(64, 64)
+        except Exception as e:
+            raise RuntimeError(
+                f"MuJoCo could not open a headless GL context with MUJOCO_GL="
+                f"{os.environ.get('MUJOCO_GL')!r} ({e}). On Debian/Ubuntu install: "
+                f"apt-get install {GL_PACKAGES}"
+            ) from e
+        _GL_CONTEXT = ctx
+        atexit.register(_free_gl_context)
+    _GL_CONTEXT.make_current()
+    return _GL_CONTEXT
+
+
+def _free_gl_context() -> None:
+    global _GL_CONTEXT
+    if _GL_CONTEXT is not None:
+        ctx, _GL_CONTEXT = _GL_CONTEXT, None
+        try:
+            ctx.free()
+        except Exception:  # noqa: BLE001 - the EGL display may already be terminated at exit
+            ctx._context = None  # keep GLContext.__del__ from trying again
 
 
 def intrinsics(width: int, height: int, fovy_deg: float) -> np.ndarray:
@@ -43,8 +82,7 @@ def intrinsics(width: int, height: int, fovy_deg: float) -> np.ndarray:
 class SceneRenderer:
     """Render RGB (and optionally depth) images of one scene.
 
-    Use as a context manager, or call :meth:`close` (MuJoCo's GL context must be released
-    before interpreter exit).
+    Use as a context manager, or call :meth:`close` to free the scene's GPU resources.
 
     Args:
         spec: the scene.
@@ -57,40 +95,58 @@ class SceneRenderer:
 
     def __init__(self, spec: SceneSpec, width: int = 64, height: int = 64) -> None:
         configure_gl()
-        try:
-            import mujoco
-        except ImportError as e:  # pragma: no cover - mujoco is a hard dependency
-            raise RuntimeError("mujoco is not installed: pip install mujoco==3.17.0") from e
-        self._mujoco = mujoco
+        import mujoco
+
+        self._mj = mujoco
         self.spec, self.width, self.height = spec, width, height
-        model = build_mjcf(spec, width, height)
-        self.model = mujoco.MjModel.from_xml_string(model.xml, assets=model.assets)
+        self.model = compile_model(spec, width, height)
         self.data = mujoco.MjData(self.model)
         mujoco.mj_forward(self.model, self.data)
-        self._cam = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_CAMERA, CAMERA_NAME)
-        try:
-            self._renderer = mujoco.Renderer(self.model, height=height, width=width)
-        except Exception as e:
-            raise RuntimeError(
-                f"MuJoCo could not open a headless GL context with MUJOCO_GL="
-                f"{os.environ.get('MUJOCO_GL')!r} ({e}). On Debian/Ubuntu install: "
-                f"apt-get install {GL_PACKAGES}") from e
-        self._depth = False
+        _shared_gl_context()
+        self._ctx = mujoco.MjrContext(self.model, mujoco.mjtFontScale.mjFONTSCALE_50)
+        mujoco.mjr_setBuffer(mujoco.mjtFramebuffer.mjFB_OFFSCREEN, self._ctx)
+        self._scene = mujoco.MjvScene(self.model, maxgeom=max(1000, 2 * self.model.ngeom))
+        self._opt = mujoco.MjvOption()
+        self._pert = mujoco.MjvPerturb()
+        self._cam = mujoco.MjvCamera()
+        self._cam.type = mujoco.mjtCamera.mjCAMERA_FIXED
+        self._cam.fixedcamid = mujoco.mj_name2id(
+            self.model, mujoco.mjtObj.mjOBJ_CAMERA, CAMERA_NAME
+        )
+        self._rect = mujoco.MjrRect(0, 0, width, height)
+        self._rgb = np.empty((height, width, 3), np.uint8)
+        self._depth = np.empty((height, width), np.float32)
 
     @property
     def K(self) -> np.ndarray:
         """Intrinsics ``(3, 3)`` float64, pixels."""
         return intrinsics(self.width, self.height, self.spec.fovy)
 
-    def _place(self, R: np.ndarray, P: np.ndarray) -> None:
+    def _draw(self, R: np.ndarray, P: np.ndarray, *, depth: bool) -> None:
+        if self._ctx is None:
+            raise RuntimeError("renderer is closed")
         R = np.asarray(R, dtype=np.float64)
         P = np.asarray(P, dtype=np.float64)
         if R.shape != (3, 3) or P.shape != (3,):
             raise ValueError(f"expected R (3, 3) and P (3,), got {R.shape} and {P.shape}")
         if not (np.isfinite(R).all() and np.isfinite(P).all()):
             raise ValueError("camera pose contains NaN or inf")
-        self.data.cam_xpos[self._cam] = P
-        self.data.cam_xmat[self._cam] = (R.T @ _CV_TO_MJ).reshape(-1)
+        mj, cam = self._mj, self._cam.fixedcamid
+        self.data.cam_xpos[cam] = P
+        self.data.cam_xmat[cam] = (R.T @ _CV_TO_MJ).reshape(-1)
+        _shared_gl_context()
+        mj.mjr_setBuffer(mj.mjtFramebuffer.mjFB_OFFSCREEN, self._ctx)
+        mj.mjv_updateScene(
+            self.model,
+            self.data,
+            self._opt,
+            self._pert,
+            self._cam,
+            mj.mjtCatBit.mjCAT_ALL,
+            self._scene,
+        )
+        mj.mjr_render(self._rect, self._scene, self._ctx)
+        mj.mjr_readPixels(self._rgb, self._depth if depth else None, self._rect, self._ctx)
 
     def render(self, R: np.ndarray, P: np.ndarray) -> np.ndarray:
         """RGB image from world-to-camera ``R (3, 3)`` and camera centre ``P (3,)`` (metres).
@@ -98,24 +154,22 @@ class SceneRenderer:
         Returns:
             ``(H, W, 3)`` uint8.
         """
-        self._place(R, P)
-        if self._depth:
-            self._renderer.disable_depth_rendering()
-            self._depth = False
-        self._renderer.update_scene(self.data, camera=self._cam)
-        return self._renderer.render().copy()
+        self._draw(R, P, depth=False)
+        return self._rgb[::-1].copy()  # OpenGL rows run bottom-up
 
     def render_depth(self, R: np.ndarray, P: np.ndarray) -> np.ndarray:
         """Depth image (distance along the optical axis, metres), ``(H, W)`` float32."""
-        self._place(R, P)
-        if not self._depth:
-            self._renderer.enable_depth_rendering()
-            self._depth = True
-        self._renderer.update_scene(self.data, camera=self._cam)
-        return self._renderer.render().astype(np.float32)
+        self._draw(R, P, depth=True)
+        extent = self.model.stat.extent
+        near = float(self.model.vis.map.znear * extent)
+        far = float(self.model.vis.map.zfar * extent)
+        # Window depth z in [0, 1] is hyperbolic in the distance d: z = (1/n - 1/d) / (1/n - 1/f).
+        z = self._depth[::-1].astype(np.float64)
+        return (near * far / (far - z * (far - near))).astype(np.float32)
 
-    def render_trajectory(self, R: np.ndarray, P: np.ndarray, *,
-                          depth: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+    def render_trajectory(
+        self, R: np.ndarray, P: np.ndarray, *, depth: bool = False
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         """Render a whole camera path.
 
         Shapes:
@@ -127,16 +181,17 @@ class SceneRenderer:
         frames = np.empty((len(R), self.height, self.width, 3), np.uint8)
         depths = np.empty((len(R), self.height, self.width), np.float32) if depth else None
         for t in range(len(R)):
-            frames[t] = self.render(R[t], P[t])
-        if depths is not None:
-            for t in range(len(R)):
+            if depths is None:
+                frames[t] = self.render(R[t], P[t])
+            else:
                 depths[t] = self.render_depth(R[t], P[t])
+                frames[t] = self._rgb[::-1]
         return frames, depths
 
     def close(self) -> None:
-        if self._renderer is not None:
-            self._renderer.close()
-            self._renderer = None
+        if self._ctx is not None:
+            self._ctx.free()
+            self._ctx = None
 
     def __enter__(self) -> SceneRenderer:
         return self

@@ -76,11 +76,14 @@ class TextureSpec:
     def __post_init__(self) -> None:
         if self.pattern == "photo":
             if self.photo not in PHOTO_NAMES + MATERIAL_PHOTOS:
-                raise ValueError(f"unknown photo {self.photo!r}; expected one of "
-                                 f"{PHOTO_NAMES + MATERIAL_PHOTOS}")
+                raise ValueError(
+                    f"unknown photo {self.photo!r}; expected one of {PHOTO_NAMES + MATERIAL_PHOTOS}"
+                )
         elif self.pattern not in TEXTURE_PATTERNS:
-            raise ValueError(f"unknown texture pattern {self.pattern!r}; expected one of "
-                             f"{TEXTURE_PATTERNS + ('photo',)}")
+            raise ValueError(
+                f"unknown texture pattern {self.pattern!r}; expected one of "
+                f"{TEXTURE_PATTERNS + ('photo',)}"
+            )
         if not self.repeat > 0:
             raise ValueError(f"texture repeat must be > 0, got {self.repeat}")
 
@@ -240,8 +243,10 @@ class SceneSpec:
             ValueError: on unknown or missing fields, a wrong schema version, or bad values.
         """
         if data.get("version", SCHEMA_VERSION) != SCHEMA_VERSION:
-            raise ValueError(f"scene spec version {data.get('version')} is not supported "
-                             f"(expected {SCHEMA_VERSION})")
+            raise ValueError(
+                f"scene spec version {data.get('version')} is not supported "
+                f"(expected {SCHEMA_VERSION})"
+            )
         return _build(cls, data, "scene")
 
     @classmethod
@@ -290,7 +295,9 @@ def _build(tp: Any, value: Any, where: str) -> Any:
             return tuple(_build(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
         if len(args) != len(value):
             raise ValueError(f"{where}: expected {len(args)} items, got {len(value)}")
-        return tuple(_build(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+        return tuple(
+            _build(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value, strict=True))
+        )
     if origin is Literal:
         if value not in typing.get_args(tp):
             raise ValueError(f"{where}: {value!r} not in {typing.get_args(tp)}")

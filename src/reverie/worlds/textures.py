@@ -34,7 +34,10 @@ def load_photo(name: str) -> np.ndarray:
     loader = getattr(skdata, name, None)
     if loader is None or name.startswith("_"):
         raise ValueError(f"skimage.data has no image {name!r}")
-    img = np.asarray(loader())
+    img = loader()
+    if isinstance(img, tuple):  # stereo pairs: (left, right, disparity) -> left view
+        img = img[0]
+    img = np.asarray(img)
     if img.dtype == bool:
         img = img.astype(np.float32)
     else:
@@ -56,8 +59,11 @@ def _is_gray(img: np.ndarray) -> bool:
 def _pattern(spec: TextureSpec, size: int) -> np.ndarray:
     """Blend weight in [0, 1] between color2 (0) and color1 (1), shape (size, size)."""
     rng = np.random.default_rng(spec.seed)
-    v, u = np.meshgrid(np.linspace(0, 1, size, endpoint=False),
-                       np.linspace(0, 1, size, endpoint=False), indexing="ij")
+    v, u = np.meshgrid(
+        np.linspace(0, 1, size, endpoint=False),
+        np.linspace(0, 1, size, endpoint=False),
+        indexing="ij",
+    )
     k = int(rng.integers(2, 7))
     if spec.pattern == "checker":
         w = ((np.floor(u * k) + np.floor(v * k)) % 2).astype(np.float32)
@@ -75,7 +81,9 @@ def _pattern(spec: TextureSpec, size: int) -> np.ndarray:
         rows = 2 * k
         row = np.floor(v * rows)
         shift = (row % 2) * 0.5 / k
-        mortar = (np.abs(((v * rows) % 1) - 0.5) > 0.42) | (np.abs(((u + shift) * k % 1) - 0.5) > 0.46)
+        mortar = (np.abs(((v * rows) % 1) - 0.5) > 0.42) | (
+            np.abs(((u + shift) * k % 1) - 0.5) > 0.46
+        )
         w = np.where(mortar, 0.0, 0.8 + 0.2 * rng.random((rows, 1))[row.astype(int) % rows, 0])
     elif spec.pattern == "dots":
         cu, cv = (u * k) % 1 - 0.5, (v * k) % 1 - 0.5
@@ -83,8 +91,9 @@ def _pattern(spec: TextureSpec, size: int) -> np.ndarray:
     elif spec.pattern == "planks":
         rows = 2 * k
         plank = np.floor(v * rows)
-        grain = 0.5 + 0.5 * np.sin(2 * np.pi * (u * 3 + rng.random(rows)[plank.astype(int)] * 5
-                                                + 0.3 * np.sin(v * 40)))
+        grain = 0.5 + 0.5 * np.sin(
+            2 * np.pi * (u * 3 + rng.random(rows)[plank.astype(int)] * 5 + 0.3 * np.sin(v * 40))
+        )
         w = np.where(np.abs((v * rows) % 1 - 0.5) > 0.45, 0.0, 0.35 + 0.65 * grain)
     elif spec.pattern == "tiles":
         line = (np.abs((u * k) % 1 - 0.5) > 0.45) | (np.abs((v * k) % 1 - 0.5) > 0.45)
