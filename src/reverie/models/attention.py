@@ -1,0 +1,236 @@
+"""Wan2.1 self- and cross-attention, with bidirectional, block-causal and KV-cached modes.
+
+One attention serves every mode (STYLE §5): the model describes *which* keys each query block may
+see with a list of query-block sizes, and passes previously cached keys/values explicitly. The
+attention never decides what is in the cache (policies live outside; see `kv_cache.py`).
+
+Block-causal attention (CausVid arXiv 2412.07772 §3.1, Self Forcing arXiv 2506.08009 §3): latent
+frames are grouped into blocks of `frames_per_block`; a token attends to every token of its own
+block and of earlier blocks. We compute it as one `F.scaled_dot_product_attention` call per query
+block over a key *prefix* (no O(N^2) mask tensor, so fused kernels stay usable); `block_causal_mask`
+is the equivalent boolean mask, used as the reference in tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from reverie.models.rope import apply_rotary
+
+
+class AttentionMode(StrEnum):
+    """How video tokens attend to each other."""
+
+    BIDIRECTIONAL = "bidirectional"
+    BLOCK_CAUSAL = "block_causal"
+
+
+@dataclass(frozen=True)
+class AttentionConfig:
+    """Self-attention pattern.
+
+    Attributes:
+        mode: `bidirectional` (Wan, the teacher) or `block_causal` (the AR student).
+        frames_per_block: latent frames per causal block (Self Forcing uses 3); a block is also
+            the unit the streaming engine generates and writes to the KV cache.
+    """
+
+    mode: AttentionMode = AttentionMode.BIDIRECTIONAL
+    frames_per_block: int = 1
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.mode, AttentionMode):
+            raise TypeError(f"attention mode must be an AttentionMode, got {self.mode!r}")
+        if self.frames_per_block < 1:
+            raise ValueError(f"frames_per_block must be >= 1, got {self.frames_per_block}")
+
+
+def query_block_sizes(
+    config: AttentionConfig, num_frames: int, frame_offset: int, tokens_per_frame: int
+) -> list[int]:
+    """Token counts of the consecutive query blocks of a chunk of frames.
+
+    Bidirectional: one block (every query sees every key). Block-causal: frames are grouped by
+    their absolute block index `(frame_offset + i) // frames_per_block`, so a chunk may start
+    in the middle of a block. Pure host arithmetic (no device sync).
+    """
+    if config.mode is AttentionMode.BIDIRECTIONAL:
+        return [num_frames * tokens_per_frame]
+    sizes: list[int] = []
+    frame, end = frame_offset, frame_offset + num_frames
+    while frame < end:
+        block_end = min((frame // config.frames_per_block + 1) * config.frames_per_block, end)
+        sizes.append((block_end - frame) * tokens_per_frame)
+        frame = block_end
+    return sizes
+
+
+def block_causal_mask(
+    query_frames: torch.Tensor, key_frames: torch.Tensor, frames_per_block: int
+) -> torch.Tensor:
+    """Boolean attention mask: `True` where key block <= query block.
+
+    Shapes:
+        query_frames: `(Nq,)` latent-frame index of each query token (int).
+        key_frames: `(Nk,)` latent-frame index of each key token (int).
+        returns `(Nq, Nk)` bool, usable as `attn_mask` of `F.scaled_dot_product_attention`.
+    """
+    query_block = torch.div(query_frames, frames_per_block, rounding_mode="floor")  # (Nq,)
+    key_block = torch.div(key_frames, frames_per_block, rounding_mode="floor")  # (Nk,)
+    return key_block[None, :] <= query_block[:, None]  # (Nq, Nk)
+
+
+def prefix_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    block_sizes: Sequence[int],
+    num_context: int,
+) -> torch.Tensor:
+    """Block-causal attention as one SDPA call per query block over a key prefix.
+
+    Keys are `[context (always visible) | current chunk]`; query block `b` sees the context and
+    the chunk's tokens up to the end of block `b`. One block == plain full attention.
+
+    Shapes:
+        q: `(B, H, Nq, Dh)`; k, v: `(B, H, num_context + Nq, Dh)`; `sum(block_sizes) == Nq`.
+        returns `(B, H, Nq, Dh)`.
+    """
+    if len(block_sizes) == 1:
+        return F.scaled_dot_product_attention(q, k, v)
+    outputs, start = [], 0
+    for size in block_sizes:
+        end = start + size
+        visible = num_context + end
+        outputs.append(
+            F.scaled_dot_product_attention(
+                q[:, :, start:end], k[:, :, :visible], v[:, :, :visible]
+            )  # (B, H, size, Dh)
+        )
+        start = end
+    return torch.cat(outputs, dim=2)  # (B, H, Nq, Dh)
+
+
+@dataclass
+class PastKeyValues:
+    """Cached context handed to one layer's self-attention (read-only).
+
+    Attributes:
+        keys, values: `(B, H, Nc, Dh)`; keys are stored *without* RoPE (see `kv_cache.py`).
+        cos, sin: `(Nc, Dh // 2)` rotation tables for the cached tokens' stored positions.
+    """
+
+    keys: torch.Tensor
+    values: torch.Tensor
+    cos: torch.Tensor
+    sin: torch.Tensor
+
+
+class FP32RMSNorm(nn.RMSNorm):
+    """RMSNorm computed in float32, cast back (Wan's `WanRMSNorm`; parameter `weight`)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = None if self.weight is None else self.weight.float()
+        return F.rms_norm(x.float(), self.normalized_shape, weight, self.eps).type_as(x)
+
+
+def _qk_norm(dim: int, enabled: bool, eps: float) -> nn.Module:
+    # RMSNorm over all heads at once (Wan's WanRMSNorm(dim)), not per head.
+    return FP32RMSNorm(dim, eps=eps) if enabled else nn.Identity()
+
+
+class SelfAttention(nn.Module):
+    """Wan self-attention with RMS-normed Q/K, 3D RoPE and optional pose-conditioned Q/K.
+
+    Parameter names (`q, k, v, o, norm_q, norm_k`) follow the Wan2.1 reference checkpoint.
+    """
+
+    def __init__(self, dim: int, num_heads: int, qk_norm: bool, eps: float) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.q = nn.Linear(dim, dim)
+        self.k = nn.Linear(dim, dim)
+        self.v = nn.Linear(dim, dim)
+        self.o = nn.Linear(dim, dim)
+        self.norm_q = _qk_norm(dim, qk_norm, eps)
+        self.norm_k = _qk_norm(dim, qk_norm, eps)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        block_sizes: Sequence[int],
+        *,
+        pose_qk: tuple[torch.Tensor, torch.Tensor] | None = None,
+        past: PastKeyValues | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Attend the chunk's tokens to `past` and (block-causally) to themselves.
+
+        RELIC §4.1.2: absolute-pose embeddings are added to Q and K (not V) before attention;
+        we add them after the Q/K RMSNorm and before RoPE, per latent frame, broadcast over the
+        frame's spatial tokens.
+
+        Shapes:
+            x: `(B, N, D)`, `N = T * S` tokens of T frames with S tokens each, frame-major.
+            cos, sin: `(N, Dh // 2)` RoPE tables of the chunk's tokens.
+            block_sizes: query-block token counts (`query_block_sizes`), summing to N.
+            pose_qk: `(q_add, k_add)`, each `(B, T, D)`; None = no pose conditioning.
+            returns `(out (B, N, D), k (B, H, N, Dh) without RoPE, v (B, H, N, Dh))`; k and v
+            are what a cache write stores for this layer.
+        """
+        q = self.norm_q(self.q(x))  # (B, N, D)
+        k = self.norm_k(self.k(x))  # (B, N, D)
+        v = self.v(x)  # (B, N, D)
+        if pose_qk is not None:
+            q_add, k_add = pose_qk  # (B, T, D) each
+            q = (q.unflatten(1, (q_add.shape[1], -1)) + q_add[:, :, None]).flatten(1, 2)
+            k = (k.unflatten(1, (k_add.shape[1], -1)) + k_add[:, :, None]).flatten(1, 2)
+        q, k, v = (
+            rearrange(t, "b n (h d) -> b h n d", h=self.num_heads) for t in (q, k, v)
+        )  # (B, H, N, Dh) each
+        q_rot = apply_rotary(q, cos, sin)  # (B, H, N, Dh)
+        k_rot = apply_rotary(k, cos, sin)  # (B, H, N, Dh)
+        num_context = 0
+        keys, values = k_rot, v
+        if past is not None:
+            past_k = apply_rotary(past.keys, past.cos, past.sin)  # (B, H, Nc, Dh)
+            keys = torch.cat([past_k, k_rot], dim=2)  # (B, H, Nc + N, Dh)
+            values = torch.cat([past.values, v], dim=2)  # (B, H, Nc + N, Dh)
+            num_context = past.keys.shape[2]
+        out = prefix_attention(q_rot, keys, values, block_sizes, num_context)  # (B, H, N, Dh)
+        out = rearrange(out, "b h n d -> b n (h d)")  # (B, N, D)
+        return self.o(out), k, v
+
+
+class CrossAttention(nn.Module):
+    """Wan text cross-attention (`WanT2VCrossAttention`): video queries, text keys/values.
+
+    Image cross-attention (Wan i2v's `k_img`/`v_img`) is not implemented.
+    """
+
+    def __init__(self, dim: int, num_heads: int, qk_norm: bool, eps: float) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.q = nn.Linear(dim, dim)
+        self.k = nn.Linear(dim, dim)
+        self.v = nn.Linear(dim, dim)
+        self.o = nn.Linear(dim, dim)
+        self.norm_q = _qk_norm(dim, qk_norm, eps)
+        self.norm_k = _qk_norm(dim, qk_norm, eps)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """Shapes: x `(B, N, D)`, context `(B, L, D)` (text-embedded) -> `(B, N, D)`."""
+        h = self.num_heads
+        q = rearrange(self.norm_q(self.q(x)), "b n (h d) -> b h n d", h=h)  # (B, H, N, Dh)
+        k = rearrange(self.norm_k(self.k(context)), "b l (h d) -> b h l d", h=h)  # (B, H, L, Dh)
+        v = rearrange(self.v(context), "b l (h d) -> b h l d", h=h)  # (B, H, L, Dh)
+        out = F.scaled_dot_product_attention(q, k, v)  # (B, H, N, Dh)
+        return self.o(rearrange(out, "b h n d -> b n (h d)"))  # (B, N, D)

@@ -1,0 +1,70 @@
+"""Save and load `WanDiT` checkpoints: `model.safetensors` + `config.json` in one directory.
+
+Both files are written atomically (temporary file in the same directory, then `os.replace`), so
+a crash never leaves a half-written checkpoint under the final name.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from reverie.models.config import WanDiTConfig
+from reverie.models.state_dicts import load_state_dict_checked
+from reverie.models.wan_dit import WanDiT
+
+logger = logging.getLogger(__name__)
+
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+
+
+def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(handle)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(model: WanDiT, directory: str | Path) -> Path:
+    """Write `directory/model.safetensors` and `directory/config.json`; returns the directory."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    config_text = json.dumps(model.config.to_dict(), indent=2, sort_keys=True)
+    _atomic_write(directory / WEIGHTS_NAME, lambda p: save_file(tensors, str(p)))
+    _atomic_write(directory / CONFIG_NAME, lambda p: p.write_text(config_text + "\n"))
+    logger.info("saved WanDiT checkpoint to %s", directory)
+    return directory
+
+
+def load_config(directory: str | Path) -> WanDiTConfig:
+    """Read `config.json` strictly (unknown keys / wrong types raise)."""
+    return WanDiTConfig.from_dict(json.loads((Path(directory) / CONFIG_NAME).read_text()))
+
+
+def load_checkpoint(
+    directory: str | Path, *, device: str | torch.device = "cpu", dtype: torch.dtype | None = None
+) -> WanDiT:
+    """Rebuild a `WanDiT` from `save_checkpoint`'s output.
+
+    Raises:
+        CheckpointKeyError: if the weights do not fit the config (names missing/unexpected keys).
+    """
+    directory = Path(directory)
+    config = load_config(directory)
+    with torch.device(device):
+        model = WanDiT(config)
+    load_state_dict_checked(model, load_file(str(directory / WEIGHTS_NAME), device=str(device)))
+    return model if dtype is None else model.to(dtype)

@@ -1,0 +1,73 @@
+"""Named size presets of the world-model backbone (STYLE §5: `tiny`, `wan2.1-1.3b`, ...).
+
+The Wan presets have exactly the parameter count of diffusers' `WanTransformer3DModel` with the
+same sizes (tested on the `meta` device), plus our zero-initialised action/pose encoders.
+`tiny` and `small` use a 384-d text encoder (all-MiniLM-L6-v2 states, docs/ENVIRONMENT.md);
+override `text_dim`/`in_channels` to match other encoders or VAEs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from reverie.models.conditioning import ActionEncoderConfig, PoseEncoderConfig
+from reverie.models.config import WanDiTConfig
+
+# Hidden size of all-MiniLM-L6-v2, the text encoder shipped for CPU work.
+MINILM_TEXT_DIM = 384
+
+_PRESETS: dict[str, WanDiTConfig] = {}
+
+
+def register_preset(name: str, config: WanDiTConfig) -> None:
+    """Add a named preset. Raises `KeyError` if the name is taken."""
+    if name in _PRESETS:
+        raise KeyError(f"preset {name!r} already registered")
+    _PRESETS[name] = config
+
+
+def preset_names() -> list[str]:
+    return sorted(_PRESETS)
+
+
+def get_preset(name: str, **overrides: Any) -> WanDiTConfig:
+    """The preset's config with `overrides` applied (`dataclasses.replace` semantics).
+
+    Raises:
+        KeyError: for an unknown name, listing the known ones.
+    """
+    if name not in _PRESETS:
+        raise KeyError(f"unknown preset {name!r}; known: {preset_names()}")
+    return _PRESETS[name].replace(**overrides)
+
+
+# CPU-sized: ~8M parameters, a (1, 5, 16, 8, 8) forward takes a few ms on 2 cores.
+register_preset(
+    "tiny",
+    WanDiTConfig(
+        dim=256,
+        ffn_dim=1024,
+        num_heads=4,
+        num_layers=8,
+        text_dim=MINILM_TEXT_DIM,
+        actions=ActionEncoderConfig(hidden_dim=64),
+        poses=PoseEncoderConfig(hidden_dim=64),
+    ),
+)
+# One-GPU experiments (~DiT-B width, ~150M parameters).
+register_preset(
+    "small",
+    WanDiTConfig(
+        dim=768,
+        ffn_dim=3072,
+        num_heads=12,
+        num_layers=12,
+        text_dim=MINILM_TEXT_DIM,
+        actions=ActionEncoderConfig(hidden_dim=128),
+        poses=PoseEncoderConfig(hidden_dim=128),
+    ),
+)
+# Wan2.1-T2V-1.3B (diffusers: 12 heads x 128, ffn 8960, 30 layers).
+register_preset("wan2.1-1.3b", WanDiTConfig(dim=1536, ffn_dim=8960, num_heads=12, num_layers=30))
+# Wan2.1-T2V-14B (diffusers: 40 heads x 128, ffn 13824, 40 layers); RELIC's base (§4.1).
+register_preset("wan2.1-14b", WanDiTConfig(dim=5120, ffn_dim=13824, num_heads=40, num_layers=40))
