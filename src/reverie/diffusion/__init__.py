@@ -1,0 +1,73 @@
+"""Flow matching for the world model: Wan2.1's shifted schedule, samplers, streaming loop.
+
+Public API:
+- schedule: `shift_time`/`unshift_time`, `noisy_sample`, `velocity_target`,
+  `x0_from_velocity`/`noise_from_velocity`/`velocity_from_x0`, `expand_time`,
+  `sampling_times`, `FewStepSchedule`, `DEFAULT_SHIFT`;
+- training time: `TimeSamplingConfig`, `TimeDistribution`, `sample_training_time`,
+  `per_block_time`;
+- samplers: `VelocityFn`, `classifier_free_guidance`, `euler_sample`, `few_step_sample`,
+  `fresh_noise`;
+- streaming (Self Forcing inference): `stream_blocks`, `generate_blocks`, `split_per_block`,
+  `video_frame_range`.
+"""
+
+from reverie.diffusion.samplers import (
+    VelocityFn,
+    classifier_free_guidance,
+    euler_sample,
+    few_step_sample,
+    fresh_noise,
+)
+from reverie.diffusion.schedule import (
+    DEFAULT_SHIFT,
+    FewStepSchedule,
+    expand_time,
+    noise_from_velocity,
+    noisy_sample,
+    sampling_times,
+    shift_time,
+    unshift_time,
+    velocity_from_x0,
+    velocity_target,
+    x0_from_velocity,
+)
+from reverie.diffusion.streaming import (
+    generate_blocks,
+    split_per_block,
+    stream_blocks,
+    video_frame_range,
+)
+from reverie.diffusion.time_sampling import (
+    TimeDistribution,
+    TimeSamplingConfig,
+    per_block_time,
+    sample_training_time,
+)
+
+__all__ = [
+    "DEFAULT_SHIFT",
+    "FewStepSchedule",
+    "TimeDistribution",
+    "TimeSamplingConfig",
+    "VelocityFn",
+    "classifier_free_guidance",
+    "euler_sample",
+    "expand_time",
+    "few_step_sample",
+    "fresh_noise",
+    "generate_blocks",
+    "noise_from_velocity",
+    "noisy_sample",
+    "per_block_time",
+    "sample_training_time",
+    "sampling_times",
+    "shift_time",
+    "split_per_block",
+    "stream_blocks",
+    "unshift_time",
+    "velocity_from_x0",
+    "velocity_target",
+    "video_frame_range",
+    "x0_from_velocity",
+]
