@@ -1,12 +1,14 @@
 """The ``reverie`` command line.
 
 reverie render --out data/tiny --episodes 8 --seconds 10 --workers 2
+reverie train toy --config configs/toy.yaml trainer.max_steps=20 optim.lr=1e-3
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 
@@ -72,11 +74,60 @@ def _render(args: argparse.Namespace) -> int:
     return 0
 
 
+class _IntermixedParser(argparse.ArgumentParser):
+    """Lets positionals follow options: ``train STAGE --config FILE key=value ...``."""
+
+    _nested = False
+
+    def parse_known_args(self, args=None, namespace=None):
+        if self._nested:  # parse_known_intermixed_args calls back into parse_known_args
+            return super().parse_known_args(args, namespace)
+        self._nested = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._nested = False
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a stage (toy, ...) from a YAML config",
+        description="Train STAGE with the YAML config FILE and key=value overrides "
+        "(dotted keys, YAML values: optim.lr=1e-4 trainer.max_steps=10). Checkpoints, "
+        "metrics.jsonl and config.json go to trainer.run_dir; --resume continues from its "
+        "newest checkpoint. Multi-process: torchrun --standalone --nproc_per_node N -m "
+        "reverie.cli train ... trainer.distributed=ddp",
+    )
+    p.add_argument("stage", help="stage name (see reverie.training.stage_names())")
+    p.add_argument("--config", required=True, help="YAML config file (values only)")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
+    p.set_defaults(func=_train)
+    p.__class__ = _IntermixedParser  # add_parser builds a plain ArgumentParser
+
+
+def _train(args: argparse.Namespace) -> int:
+    from reverie.training import train
+
+    result = train(args.stage, args.config, args.overrides, resume=args.resume)
+    summary = {
+        "run_dir": str(result.run_dir),
+        "step": result.step,
+        "checkpoint": None if result.checkpoint is None else str(result.checkpoint),
+        **{k: v for k, v in result.metrics.items() if k.endswith("loss")},
+    }
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps(summary))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="reverie", description=__doc__.splitlines()[0])
     parser.add_argument("--log-level", default="WARNING", help="logging level (default WARNING)")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_render(sub)
+    _add_train(sub)
     return parser
 
 

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import types
-import typing
 from dataclasses import dataclass
 from typing import Any, Literal
+
+from reverie.config_utils import from_dict
 
 Vec2 = tuple[float, float]
 Vec3 = tuple[float, float, float]
@@ -247,7 +247,7 @@ class SceneSpec:
                 f"scene spec version {data.get('version')} is not supported "
                 f"(expected {SCHEMA_VERSION})"
             )
-        return _build(cls, data, "scene")
+        return from_dict(cls, data, "scene")
 
     @classmethod
     def from_json(cls, text: str) -> SceneSpec:
@@ -256,62 +256,3 @@ class SceneSpec:
         except json.JSONDecodeError as e:
             raise ValueError(f"scene spec is not valid JSON: {e}") from e
         return cls.from_dict(data)
-
-
-def _build(tp: Any, value: Any, where: str) -> Any:
-    """Convert JSON-like ``value`` into type ``tp`` (dataclasses, tuples, unions, literals)."""
-    origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise ValueError(f"{where}: expected an object for {tp.__name__}, got {value!r:.60}")
-        hints = typing.get_type_hints(tp)
-        names = {f.name for f in dataclasses.fields(tp)}
-        unknown = set(value) - names
-        if unknown:
-            raise ValueError(f"{where}: unknown field(s) {sorted(unknown)} for {tp.__name__}")
-        kwargs = {k: _build(hints[k], v, f"{where}.{k}") for k, v in value.items()}
-        try:
-            return tp(**kwargs)
-        except TypeError as e:
-            raise ValueError(f"{where}: {e}") from e
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _build(arg, value, where)
-            except ValueError as e:
-                errors.append(str(e))
-        raise ValueError("; ".join(errors) or f"{where}: bad value {value!r:.60}")
-    if origin is tuple:
-        args = typing.get_args(tp)
-        if not isinstance(value, (list, tuple)):
-            raise ValueError(f"{where}: expected a list, got {value!r:.60}")
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_build(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
-        if len(args) != len(value):
-            raise ValueError(f"{where}: expected {len(args)} items, got {len(value)}")
-        return tuple(
-            _build(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value, strict=True))
-        )
-    if origin is Literal:
-        if value not in typing.get_args(tp):
-            raise ValueError(f"{where}: {value!r} not in {typing.get_args(tp)}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"{where}: expected a number, got {value!r:.60}")
-        return float(value)
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"{where}: expected an integer, got {value!r:.60}")
-        return value
-    if tp is str:
-        if not isinstance(value, str):
-            raise ValueError(f"{where}: expected a string, got {value!r:.60}")
-        return value
-    raise TypeError(f"{where}: unsupported type {tp}")  # a bug in the spec definition
