@@ -1,0 +1,72 @@
+"""The memory tier of the world model: which past frames the model attends to while streaming.
+
+Policies share one protocol (`MemoryPolicy`) and are registered by name (STYLE §8):
+
+| name | what stays in the cache | paper (arXiv) |
+|---|---|---|
+| `full` | every frame, full resolution | Self Forcing 2506.08009 |
+| `window` | `sink_frames` first + `window_frames` newest frames | LongLive 2509.22622 |
+| `relic` | window + every older frame pooled `S[i mod 18]` per side | RELIC 2512.04040 §4.3 |
+| `mag` | last frame of each block, written by a memory model, empty text | MAG 2512.18741 §3.4 |
+| `retrieval` | sink + top-k history frames by embedding cosine + window | LongLive-RAG 2606.02553 |
+
+The engine owns the `KVCache` and the policy and, per block, runs its denoising passes on the
+cache, then `write_block(policy, cache, generator, clean_block, text, ...)`, which runs the
+write pass with the policy's writer and calls `policy.after_write(cache, clean_block)`.
+
+    policy = get_policy("relic", window_frames=6)
+    cache = model.new_cache()
+    ...
+    write_block(policy, cache, model, x0, text)
+    policy.num_tokens(cache), policy.nbytes(cache)
+"""
+
+from reverie.memory.cache_ops import FrameTokens, assemble, pool_frame, split_frames
+from reverie.memory.embedding import (
+    EmbeddingFn,
+    PooledLatentEmbedding,
+    RetrievalEmbedder,
+    RetrievalEmbedderConfig,
+)
+from reverie.memory.full import FullConfig, FullPolicy
+from reverie.memory.mag import MagConfig, MagPolicy
+from reverie.memory.policy import (
+    MemoryPolicy,
+    WriteSpec,
+    get_policy,
+    policy_names,
+    register_policy,
+)
+from reverie.memory.relic import RELIC_SCHEDULE, RelicConfig, RelicPolicy
+from reverie.memory.retrieval import RetrievalConfig, RetrievalPolicy, RetrievedTime
+from reverie.memory.window import WindowConfig, WindowPolicy
+from reverie.memory.writing import write_block
+
+__all__ = [
+    "RELIC_SCHEDULE",
+    "EmbeddingFn",
+    "FrameTokens",
+    "FullConfig",
+    "FullPolicy",
+    "MagConfig",
+    "MagPolicy",
+    "MemoryPolicy",
+    "PooledLatentEmbedding",
+    "RelicConfig",
+    "RelicPolicy",
+    "RetrievalConfig",
+    "RetrievalEmbedder",
+    "RetrievalEmbedderConfig",
+    "RetrievalPolicy",
+    "RetrievedTime",
+    "WindowConfig",
+    "WindowPolicy",
+    "WriteSpec",
+    "assemble",
+    "get_policy",
+    "policy_names",
+    "pool_frame",
+    "register_policy",
+    "split_frames",
+    "write_block",
+]
