@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from reverie.models.kv_cache import KVCache
+from reverie.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -129,7 +130,7 @@ class CacheResidentPolicy:
         return cache.nbytes
 
 
-_POLICIES: dict[str, type] = {}
+POLICIES: Registry[type] = Registry("memory policy")
 
 
 def register_policy(name: str) -> Callable[[type], type]:
@@ -140,12 +141,10 @@ def register_policy(name: str) -> Callable[[type], type]:
     """
 
     def register(cls: type) -> type:
-        if name in _POLICIES:
-            raise KeyError(f"memory policy {name!r} already registered")
         if not dataclasses.is_dataclass(cls.config_class):
             raise TypeError(f"{cls.__name__}.config_class must be a dataclass")
+        POLICIES.add(name, cls)
         cls.name = name
-        _POLICIES[name] = cls
         return cls
 
     return register
@@ -153,7 +152,7 @@ def register_policy(name: str) -> Callable[[type], type]:
 
 def policy_names() -> list[str]:
     """Registered policy names, sorted."""
-    return sorted(_POLICIES)
+    return POLICIES.names()
 
 
 def get_policy(name: str, **kwargs: Any) -> MemoryPolicy:
@@ -167,9 +166,7 @@ def get_policy(name: str, **kwargs: Any) -> MemoryPolicy:
         KeyError: for an unknown name, listing the known ones.
         TypeError: for a keyword that is neither a config field nor a constructor argument.
     """
-    if name not in _POLICIES:
-        raise KeyError(f"unknown memory policy {name!r}; known: {policy_names()}")
-    cls = _POLICIES[name]
+    cls = POLICIES.get(name)
     fields = {f.name for f in dataclasses.fields(cls.config_class)}
     config = {k: v for k, v in kwargs.items() if k in fields}
     components = {k: v for k, v in kwargs.items() if k not in fields}

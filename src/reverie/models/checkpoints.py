@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
+from reverie.io import atomic_write_text, save_safetensors
 from reverie.models.config import WanDiTConfig
 from reverie.models.state_dicts import load_state_dict_checked
 from reverie.models.wan_dit import WanDiT
@@ -26,25 +24,14 @@ WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 
 
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_checkpoint(model: WanDiT, directory: str | Path) -> Path:
     """Write `directory/model.safetensors` and `directory/config.json`; returns the directory."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    config_text = json.dumps(model.config.to_dict(), indent=2, sort_keys=True)
-    _atomic_write(directory / WEIGHTS_NAME, lambda p: save_file(tensors, str(p)))
-    _atomic_write(directory / CONFIG_NAME, lambda p: p.write_text(config_text + "\n"))
+    save_safetensors(directory / WEIGHTS_NAME, model.state_dict())
+    atomic_write_text(
+        directory / CONFIG_NAME, json.dumps(model.config.to_dict(), indent=2, sort_keys=True) + "\n"
+    )
     logger.info("saved WanDiT checkpoint to %s", directory)
     return directory
 

@@ -8,13 +8,11 @@ strict JSON round trip used by checkpoints (unknown keys and wrong types are err
 from __future__ import annotations
 
 import dataclasses
-import enum
 import math
-import types
-import typing
 from dataclasses import dataclass, field
 from typing import Any
 
+from reverie.config_utils import from_dict, to_dict
 from reverie.models.attention import AttentionConfig
 from reverie.models.conditioning import ActionEncoderConfig, PoseEncoderConfig
 from reverie.models.rope import RopeConfig, rope_axis_dims
@@ -87,59 +85,13 @@ class WanDiTConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready nested dict (enums as their values, tuples as lists)."""
-        return _to_jsonable(dataclasses.asdict(self))
+        return to_dict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> WanDiTConfig:
-        """Strict inverse of `to_dict`. Raises `TypeError`/`KeyError` on bad types/keys."""
-        return _build(cls, data, "config")
+        """Strict inverse of `to_dict`.
 
-
-def _to_jsonable(value: Any) -> Any:
-    if isinstance(value, enum.Enum):
-        return value.value
-    if isinstance(value, dict):
-        return {k: _to_jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_to_jsonable(v) for v in value]
-    return value
-
-
-def _build(cls: type, data: Any, path: str) -> Any:
-    if not isinstance(data, dict):
-        raise TypeError(f"{path}: expected a mapping for {cls.__name__}, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise KeyError(f"{path}: unknown keys {unknown} for {cls.__name__}")
-    values = {name: _coerce(data[name], hints[name], f"{path}.{name}") for name in data}
-    return cls(**values)
-
-
-def _coerce(value: Any, hint: Any, path: str) -> Any:
-    origin = typing.get_origin(hint)
-    if origin in (types.UnionType, typing.Union):
-        options = typing.get_args(hint)
-        if value is None:
-            if type(None) in options:
-                return None
-            raise TypeError(f"{path}: None is not allowed")
-        (inner,) = [o for o in options if o is not type(None)]
-        return _coerce(value, inner, path)
-    if dataclasses.is_dataclass(hint):
-        return _build(hint, value, path)
-    if isinstance(hint, type) and issubclass(hint, enum.Enum):
-        return hint(value)
-    if origin is tuple:
-        args = typing.get_args(hint)
-        if not isinstance(value, list | tuple) or len(value) != len(args):
-            raise TypeError(f"{path}: expected a sequence of {len(args)}, got {value!r}")
-        return tuple(
-            _coerce(v, a, f"{path}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True))
-        )
-    if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    if hint in (int, bool, str) and type(value) is hint:
-        return value
-    raise TypeError(f"{path}: expected {getattr(hint, '__name__', hint)}, got {value!r}")
+        Raises:
+            ValueError: on unknown or missing keys and values of the wrong type (names the key).
+        """
+        return from_dict(cls, data, "config")

@@ -12,22 +12,21 @@ from typing import Any
 
 from reverie.models.conditioning import ActionEncoderConfig, PoseEncoderConfig
 from reverie.models.config import WanDiTConfig
+from reverie.registry import Registry
 
 # Hidden size of all-MiniLM-L6-v2, the text encoder shipped for CPU work.
 MINILM_TEXT_DIM = 384
 
-_PRESETS: dict[str, WanDiTConfig] = {}
+PRESETS: Registry[WanDiTConfig] = Registry("preset")
 
 
 def register_preset(name: str, config: WanDiTConfig) -> None:
     """Add a named preset. Raises `KeyError` if the name is taken."""
-    if name in _PRESETS:
-        raise KeyError(f"preset {name!r} already registered")
-    _PRESETS[name] = config
+    PRESETS.add(name, config)
 
 
 def preset_names() -> list[str]:
-    return sorted(_PRESETS)
+    return PRESETS.names()
 
 
 def get_preset(name: str, **overrides: Any) -> WanDiTConfig:
@@ -36,9 +35,7 @@ def get_preset(name: str, **overrides: Any) -> WanDiTConfig:
     Raises:
         KeyError: for an unknown name, listing the known ones.
     """
-    if name not in _PRESETS:
-        raise KeyError(f"unknown preset {name!r}; known: {preset_names()}")
-    return _PRESETS[name].replace(**overrides)
+    return PRESETS.get(name).replace(**overrides)
 
 
 # CPU-sized: ~8M parameters, a (1, 5, 16, 8, 8) forward takes a few ms on 2 cores.

@@ -5,23 +5,22 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from reverie.registry import Registry
 from reverie.text.encoder import TextEncoder
 from reverie.text.minilm import MiniLMTextEncoder
 from reverie.text.umt5 import UMT5TextEncoder
 
-_ENCODERS: dict[str, Callable[..., TextEncoder]] = {}
+TEXT_ENCODERS: Registry[Callable[..., TextEncoder]] = Registry("text encoder")
 
 
 def register_text_encoder(name: str, factory: Callable[..., TextEncoder]) -> None:
     """Register a factory (class or function) under `name`. Raises `KeyError` if taken."""
-    if name in _ENCODERS:
-        raise KeyError(f"text encoder {name!r} already registered")
-    _ENCODERS[name] = factory
+    TEXT_ENCODERS.add(name, factory)
 
 
 def text_encoder_names() -> list[str]:
     """Registered encoder names, sorted."""
-    return sorted(_ENCODERS)
+    return TEXT_ENCODERS.names()
 
 
 def get_text_encoder(name: str, **kwargs: Any) -> TextEncoder:
@@ -31,9 +30,7 @@ def get_text_encoder(name: str, **kwargs: Any) -> TextEncoder:
         KeyError: for an unknown name, listing the known ones.
         TextEncoderUnavailableError: if its package or local weights are missing.
     """
-    if name not in _ENCODERS:
-        raise KeyError(f"unknown text encoder {name!r}; known: {text_encoder_names()}")
-    return _ENCODERS[name](**kwargs)
+    return TEXT_ENCODERS.get(name)(**kwargs)
 
 
 register_text_encoder("minilm", MiniLMTextEncoder)

@@ -11,9 +11,9 @@ import logging
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
-from reverie.io import atomic_path, atomic_write_text
+from reverie.io import atomic_write_text, save_safetensors
 from reverie.tokenizer.config import VAEConfig
 from reverie.tokenizer.vae import VideoVAE
 
@@ -27,9 +27,7 @@ def save_vae(vae: VideoVAE, directory: str | Path) -> Path:
     """Write `directory/vae.safetensors` and `directory/vae_config.json`; returns the directory."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().contiguous().cpu() for k, v in vae.model.state_dict().items()}
-    with atomic_path(directory / WEIGHTS_NAME) as tmp:
-        save_file(tensors, str(tmp))
+    save_safetensors(directory / WEIGHTS_NAME, vae.model.state_dict())
     atomic_write_text(
         directory / CONFIG_NAME, json.dumps(vae.config.to_dict(), indent=2, sort_keys=True) + "\n"
     )

@@ -16,6 +16,9 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from reverie.config_utils import from_dict, to_dict
+from reverie.registry import Registry
+
 # Wan2.1 VAE per-channel latent statistics (Wan2.1 `WanVAE.mean/std`, diffusers defaults).
 WAN21_LATENTS_MEAN = (
     -0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.1517, 1.5508,
@@ -103,66 +106,29 @@ class VAEConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (tuples as lists)."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in vars(self).items()}
+        return to_dict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> VAEConfig:
         """Strict inverse of `to_dict`.
 
         Raises:
-            KeyError: on unknown keys. TypeError: on values of the wrong type.
+            ValueError: on unknown or missing keys and values of the wrong type (names the key).
         """
-        unknown = sorted(set(data) - set(_FIELD_TYPES))
-        if unknown:
-            raise KeyError(f"unknown VAEConfig keys {unknown}")
-        return cls(**{name: _coerce(name, value) for name, value in data.items()})
+        return from_dict(cls, data, "VAEConfig")
 
 
-# Element type of every field; tuple fields are (element_type,), optional ones allow None.
-_FIELD_TYPES: dict[str, Any] = {
-    "base_dim": int,
-    "z_dim": int,
-    "dim_mult": (int,),
-    "num_res_blocks": int,
-    "temperal_downsample": (bool,),
-    "latents_mean": (float, None),
-    "latents_std": (float, None),
-    "in_channels": int,
-}
-
-
-def _coerce(name: str, value: Any) -> Any:
-    kind = _FIELD_TYPES[name]
-    if isinstance(kind, tuple):
-        if value is None and None in kind:
-            return None
-        if not isinstance(value, list | tuple):
-            raise TypeError(f"VAEConfig.{name}: expected a list, got {value!r}")
-        return tuple(_scalar(name, v, kind[0]) for v in value)
-    return _scalar(name, value, kind)
-
-
-def _scalar(name: str, value: Any, kind: type) -> Any:
-    if kind is float and isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    if type(value) is kind:
-        return value
-    raise TypeError(f"VAEConfig.{name}: expected {kind.__name__}, got {value!r}")
-
-
-_PRESETS: dict[str, VAEConfig] = {}
+VAE_PRESETS: Registry[VAEConfig] = Registry("VAE preset")
 
 
 def register_vae_preset(name: str, config: VAEConfig) -> None:
     """Add a named preset. Raises `KeyError` if the name is taken."""
-    if name in _PRESETS:
-        raise KeyError(f"VAE preset {name!r} already registered")
-    _PRESETS[name] = config
+    VAE_PRESETS.add(name, config)
 
 
 def vae_preset_names() -> list[str]:
     """Registered preset names, sorted."""
-    return sorted(_PRESETS)
+    return VAE_PRESETS.names()
 
 
 def get_vae_config(name: str, **overrides: Any) -> VAEConfig:
@@ -171,9 +137,7 @@ def get_vae_config(name: str, **overrides: Any) -> VAEConfig:
     Raises:
         KeyError: for an unknown name, listing the known ones.
     """
-    if name not in _PRESETS:
-        raise KeyError(f"unknown VAE preset {name!r}; known: {vae_preset_names()}")
-    return _PRESETS[name].replace(**overrides)
+    return VAE_PRESETS.get(name).replace(**overrides)
 
 
 # 2.6M params; 33 frames at 64x64 encode/decode in well under a second on 2 CPU cores.
