@@ -29,6 +29,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from reverie.registry import Registry
 from reverie.training.config import TrainerConfig
 from reverie.training.distributed import DistContext
 
@@ -130,7 +131,7 @@ class Stage(ABC):
         return None
 
 
-_STAGES: dict[str, type[Stage]] = {}
+STAGES: Registry[type[Stage]] = Registry("training stage")
 
 
 def register_stage(name: str) -> Callable[[type[Stage]], type[Stage]]:
@@ -142,15 +143,13 @@ def register_stage(name: str) -> Callable[[type[Stage]], type[Stage]]:
     """
 
     def register(cls: type[Stage]) -> type[Stage]:
-        if name in _STAGES:
-            raise KeyError(f"training stage {name!r} already registered")
         config_class = cls.__dict__.get("config_class")
         if not dataclasses.is_dataclass(config_class):
             raise TypeError(f"{cls.__name__}.config_class must be a dataclass")
         if typing.get_type_hints(config_class).get("trainer") is not TrainerConfig:
             raise TypeError(f"{config_class.__name__} needs a `trainer: TrainerConfig` field")
+        STAGES.add(name, cls)
         cls.name = name
-        _STAGES[name] = cls
         return cls
 
     return register
@@ -158,7 +157,7 @@ def register_stage(name: str) -> Callable[[type[Stage]], type[Stage]]:
 
 def stage_names() -> list[str]:
     """Registered stage names, sorted."""
-    return sorted(_STAGES)
+    return STAGES.names()
 
 
 def get_stage(name: str) -> type[Stage]:
@@ -167,6 +166,6 @@ def get_stage(name: str) -> type[Stage]:
     Raises:
         ValueError: unknown name (listing the known ones).
     """
-    if name not in _STAGES:
+    if name not in STAGES:  # a ValueError, so the CLI reports it as bad input (exit code 2)
         raise ValueError(f"unknown training stage {name!r}; known: {stage_names()}")
-    return _STAGES[name]
+    return STAGES.get(name)
