@@ -74,6 +74,45 @@ def _render(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_encode(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "encode",
+        help="cache VAE latents of a rendered dataset",
+        description="Encode every window of --clip-frames frames of each episode of DATA with "
+        "a trained VAE into safetensors shards under OUT (see reverie.training.encode). "
+        "Re-running the same command resumes.",
+    )
+    p.add_argument("--data", required=True, help="dataset directory (reverie render)")
+    p.add_argument("--vae", required=True, help="vae run dir, checkpoint or save_vae dir")
+    p.add_argument("--out", required=True, help="output directory of the latent shards")
+    p.add_argument(
+        "--clip-frames",
+        type=int,
+        default=None,
+        help="frames per window, 1+4k (default: the longest that fits every episode)",
+    )
+    p.add_argument("--episodes-per-shard", type=int, default=8, help="default 8")
+    p.add_argument("--batch-size", type=int, default=4, help="windows per VAE call (default 4)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    p.set_defaults(func=_encode)
+
+
+def _encode(args: argparse.Namespace) -> int:
+    from reverie.training.encode import encode_dataset, summary
+
+    index = encode_dataset(
+        args.data,
+        args.vae,
+        args.out,
+        clip_frames=args.clip_frames,
+        episodes_per_shard=args.episodes_per_shard,
+        batch_size=args.batch_size,
+        device=args.device,
+    )
+    print(summary(index, args.out))
+    return 0
+
+
 class _IntermixedParser(argparse.ArgumentParser):
     """Lets positionals follow options: ``train STAGE --config FILE key=value ...``."""
 
@@ -128,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_render(sub)
     _add_train(sub)
+    _add_encode(sub)
     return parser
 
 

@@ -1,0 +1,255 @@
+"""``student``: ODE initialisation of the block-causal few-step student with **hybrid forcing**
+(RELIC arXiv 2512.04040 §4.4.1; CausVid arXiv 2412.07772 §3.2; Self Forcing arXiv 2506.08009).
+
+    reverie train student --config configs/tiny/student.yaml teacher=runs/tiny/teacher \
+        data.trajectories=data/tiny-ode
+
+The student is the teacher's backbone with block-causal attention (``frames_per_block``),
+initialised from the teacher's weights. A training sequence of ``B = T / frames_per_block``
+latent blocks from one saved teacher trajectory (``ode`` stage) is split per sample:
+
+    1. K ~ U{min_noisy_blocks .. max_noisy_blocks}
+    2. blocks 0 .. B-K-1: clean context, the ODE's final x0, passed through
+       ``compress_context(latents, positions)`` (teacher forcing of the memory), at t = 0
+    3. blocks B-K .. B-1: noisy, each with its own student time t_j (diffusion forcing),
+       ``j ~ U{0 .. S-1}`` over the student's S times, input = the trajectory's x at t_j
+    4. x0_pred = x_in - t v_θ(x_in, t | text, actions, poses)   (per frame t)
+    5. loss = mean over the noisy blocks of ||x0_pred - x0_ODE||^2
+
+Memory (``hybrid.memory``): ``none`` and ``full`` keep the context clean and uncompressed (the
+``full`` policy keeps every frame at full resolution). RELIC compresses context latents
+spatially (§4.3); ``reverie.memory`` compresses K/V tokens of a KV cache, which has no
+counterpart in this single teacher-forced forward pass, so other policies are left to
+:meth:`StudentStage.compress_context` (the hook to override) and are rejected by the config.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import nn
+
+from reverie.config_utils import from_dict
+from reverie.diffusion import FewStepSchedule, x0_from_velocity
+from reverie.models import AttentionConfig, AttentionMode, WanDiT, WanDiTConfig
+from reverie.text import empty_text_dropout
+from reverie.training.config import OptimConfig, TrainerConfig, build_optimizer
+from reverie.training.data import make_loader
+from reverie.training.distributed import DistContext
+from reverie.training.latents import read_index
+from reverie.training.stage import Stage, register_stage
+from reverie.training.stages.ode import OdeClip, OdeDataset
+from reverie.training.stages.teacher import (
+    DiTModelConfig,
+    TeacherConfig,
+    TextConfig,
+    build_text_encoder,
+    check_same_backbone,
+    conditioning,
+    encode_text,
+    load_teacher,
+    resolve_checkpoint,
+)
+
+# Times of the ODE trajectory and of the student's schedule agree to this tolerance.
+TIME_MATCH = 1e-6
+
+
+@dataclass(frozen=True)
+class HybridForcingConfig:
+    """RELIC §4.4.1's split of a sequence of blocks into clean context and noisy blocks.
+
+    Attributes:
+        min_noisy_blocks, max_noisy_blocks: range of ``K`` (None: all blocks).
+        memory: how the context is compressed (``none``/``full``: kept as is).
+    """
+
+    min_noisy_blocks: int = 1
+    max_noisy_blocks: int | None = None
+    memory: Literal["none", "full"] = "none"
+
+    def __post_init__(self) -> None:
+        high = self.max_noisy_blocks
+        if self.min_noisy_blocks < 1 or (high is not None and high < self.min_noisy_blocks):
+            raise ValueError("need 1 <= min_noisy_blocks <= max_noisy_blocks")
+
+
+@dataclass(frozen=True)
+class TrajectoryDataConfig:
+    """``ode`` output directory, global micro-batch size, epoch-order seed, workers."""
+
+    trajectories: Path
+    batch_size: int = 2
+    seed: int = 0
+    num_workers: int = 0
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError(f"data.batch_size must be >= 1, got {self.batch_size}")
+
+
+@dataclass(frozen=True)
+class StudentConfig:
+    """Experiment config of the ``student`` stage.
+
+    Attributes:
+        teacher: a ``teacher`` run or checkpoint directory; its weights (EMA when present)
+            initialise the student, whose ``model`` must be the same backbone.
+        model: the backbone (``init`` must stay null: the teacher initialises the student).
+        frames_per_block: latent frames per causal block.
+        schedule: the student's few-step times; must match the trajectories'.
+        text: the text encoder and the empty-text probability (MAG §3.2; default 0).
+    """
+
+    trainer: TrainerConfig
+    data: TrajectoryDataConfig
+    teacher: Path
+    model: DiTModelConfig = field(default_factory=DiTModelConfig)
+    frames_per_block: int = 1
+    schedule: FewStepSchedule = field(default_factory=FewStepSchedule)
+    hybrid: HybridForcingConfig = field(default_factory=HybridForcingConfig)
+    text: TextConfig = field(default_factory=lambda: TextConfig(dropout=0.0))
+    optim: OptimConfig = field(default_factory=OptimConfig)
+
+    def backbone(self) -> WanDiTConfig:
+        """The student's block-causal ``WanDiTConfig``."""
+        attention = AttentionConfig(AttentionMode.BLOCK_CAUSAL, self.frames_per_block)
+        return self.model.backbone(attention)
+
+
+@register_stage("student")
+class StudentStage(Stage):
+    """ODE regression with hybrid forcing; one optimizer named ``student``."""
+
+    config_class = StudentConfig
+
+    @classmethod
+    def check_config(cls, config: StudentConfig, dist: DistContext) -> None:
+        """The teacher is the same backbone; the trajectories' times match ``schedule``, their
+        length splits into blocks and they fit the model; the batch splits over the ranks.
+
+        Raises:
+            ValueError / FileNotFoundError: naming the key and both values.
+        """
+        try:
+            backbone = config.backbone()
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"model.preset/model.overrides/frames_per_block: {e}") from e
+        if config.model.init is not None:
+            raise ValueError("model.init must be null: the student starts from `teacher`")
+        ckpt, stored = resolve_checkpoint(config.teacher, "teacher")
+        teacher = from_dict(TeacherConfig, stored).model.backbone()
+        check_same_backbone(teacher, backbone, f"teacher checkpoint {ckpt}")
+        index = read_index(config.data.trajectories, "ode")
+        times = index["times"][:-1]
+        wanted = config.schedule.times
+        if len(times) != len(wanted) or any(
+            abs(a - b) > TIME_MATCH for a, b in zip(times, wanted, strict=False)
+        ):
+            raise ValueError(f"data.trajectories has times {times}, schedule.times are {wanted}")
+        frames, fpb = index["settings"]["clip_latent_frames"], config.frames_per_block
+        if frames % fpb:
+            raise ValueError(f"{frames} latent frames do not split into blocks of {fpb}")
+        high = config.hybrid.max_noisy_blocks
+        if high is not None and high > frames // fpb:
+            raise ValueError(f"hybrid.max_noisy_blocks={high} > {frames // fpb} blocks")
+        channels, h, w = index["latent_shape"]
+        if channels != backbone.in_channels or h % backbone.patch_size[1]:
+            raise ValueError(f"trajectories of ({channels}, {h}, {w}) do not fit the model")
+        if config.data.batch_size % dist.world_size:
+            raise ValueError(f"data.batch_size={config.data.batch_size} does not split over ranks")
+
+    def __init__(self, config: StudentConfig, dist: DistContext) -> None:
+        super().__init__(config, dist)
+        model = WanDiT(config.backbone())
+        teacher, _ = load_teacher(config.teacher)
+        model.load_state_dict(teacher.state_dict())  # same names: attention has no weights
+        del teacher
+        self.text = build_text_encoder(config.text, model.config.text_dim)
+        self.student = dist.wrap(model, fsdp_units=model.blocks)
+        self.opt, self.sched = build_optimizer(self.student.parameters(), config.optim)
+        self.dataset = OdeDataset(config.data.trajectories)
+        self.times = torch.tensor(config.schedule.times)  # (S,)
+
+    def modules(self) -> dict[str, nn.Module]:
+        """``{"student": the block-causal WanDiT}``."""
+        return {"student": self.student}
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        """``{"student": AdamW}``."""
+        return {"student": self.opt}
+
+    def schedulers(self) -> dict[str, torch.optim.lr_scheduler.LRScheduler]:
+        """``{"student": warm-up}``."""
+        return {"student": self.sched}
+
+    def batches(self, start: int) -> Iterator[OdeClip]:
+        """``OdeClip`` micro-batches of ``data.batch_size / world_size`` trajectories."""
+        data = self.config.data
+        loader = make_loader(
+            self.dataset,
+            data.batch_size,
+            rank=self.dist.rank,
+            world_size=self.dist.world_size,
+            seed=data.seed,
+            start=start,
+            num_workers=data.num_workers,
+            collate_fn=OdeClip.collate,
+        )
+        return iter(loader)
+
+    def compress_context(self, latents: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """The memory policy's view of the clean context (RELIC §4.4.1: "clean, spatially
+        compressed memory latents"); ``none``/``full`` keep it unchanged. Override to plug in
+        a compressing policy.
+
+        Shapes: latents ``(B, T, C, h, w)``; positions ``(T,)`` int64 absolute latent-frame
+        indices; returns ``(B, T, C, h, w)``.
+        """
+        return latents
+
+    def hybrid_split(self, batch_size: int, num_frames: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Draw the noisy blocks and their student-time indices (steps 1 and 3), CPU RNG.
+
+        Shapes: returns ``noisy (B, T)`` bool (True on the last K blocks) and ``step (B, T)``
+        int64 in ``[0, S)``, both constant within a block.
+        """
+        fpb = self.config.frames_per_block
+        blocks = num_frames // fpb
+        high = self.config.hybrid.max_noisy_blocks or blocks
+        k = torch.randint(self.config.hybrid.min_noisy_blocks, high + 1, (batch_size,))  # (B,)
+        noisy = torch.arange(blocks)[None] >= (blocks - k)[:, None]  # (B, blocks)
+        step = torch.randint(0, len(self.times), (batch_size, blocks))  # (B, blocks)
+        return noisy.repeat_interleave(fpb, 1), step.repeat_interleave(fpb, 1)  # (B, T) x 2
+
+    def loss(self, update: str, batch: OdeClip) -> dict[str, torch.Tensor]:
+        """``{"loss", "noisy_fraction"}`` of hybrid-forcing ODE regression (steps 1-5)."""
+        device = self.dist.device
+        clip = batch.to(device)
+        traj = clip.trajectory  # (B, S + 1, T, C, h, w)
+        b, _, frames = traj.shape[:3]
+        x0 = traj[:, -1]  # (B, T, C, h, w), the ODE's endpoint
+        noisy, step = self.hybrid_split(b, frames)  # (B, T) each
+        noisy, step, times = noisy.to(device), step.to(device), self.times[step].to(device)
+        rows = torch.arange(b, device=device)[:, None]  # (B, 1)
+        x_noisy = traj[rows, step, torch.arange(frames, device=device)[None]]  # (B, T, C, h, w)
+        positions = torch.arange(frames, device=device)
+        context = self.compress_context(x0, positions)  # (B, T, C, h, w)
+        mask = noisy[:, :, None, None, None]  # (B, T, 1, 1, 1)
+        x_in = torch.where(mask, x_noisy, context)
+        t = torch.where(noisy, times, torch.zeros_like(times))  # (B, T)
+        captions = empty_text_dropout(clip.caption, self.config.text.dropout)
+        text = encode_text(self.text, captions, device)  # (B, L, D)
+        v = self.student(x_in, t, text, **conditioning(clip))  # (B, T, C, h, w)
+        x0_pred = x0_from_velocity(x_in, v.float(), t)
+        err = (x0_pred - x0).square() * mask  # (B, T, C, h, w)
+        loss = err.sum() / (mask.sum() * x0[0, 0].numel())
+        return {"loss": loss, "noisy_fraction": noisy.float().mean()}
+
+    def samples(self, batch: OdeClip) -> int:
+        """Trajectories in the micro-batch."""
+        return len(batch)

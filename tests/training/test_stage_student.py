@@ -1,0 +1,140 @@
+"""The ``student`` stage (ODE init with hybrid forcing, RELIC §4.4.1) on trajectories of a small
+teacher (CPU, seconds): the split into clean context and noisy blocks, the model inputs, the
+teacher initialisation, a falling loss, resume and bad inputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from test_stage_ode import make_trajectories
+from test_stage_teacher import BACKBONE, fake_text_encoder
+
+from reverie.diffusion import FewStepSchedule
+from reverie.training import load_experiment, read_metrics, train
+from reverie.training.distributed import DistContext
+from reverie.training.seeding import seed_everything
+from reverie.training.stages.student import StudentStage
+from reverie.training.stages.teacher import load_teacher
+
+CONFIG = Path(__file__).resolve().parents[2] / "configs" / "tiny" / "student.yaml"
+TIMES = FewStepSchedule().times
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory) -> tuple[Path, Path]:
+    _, teacher, trajectories = make_trajectories(tmp_path_factory.mktemp("student"))
+    return teacher, trajectories
+
+
+@pytest.fixture(autouse=True)
+def fake_text():
+    with fake_text_encoder():
+        yield
+
+
+def student_args(run_dir: Path, setup: tuple[Path, Path], *extra: str) -> list[str]:
+    teacher, trajectories = setup
+    return [
+        f"trainer.run_dir={run_dir}",
+        f"teacher={teacher}",
+        f"data.trajectories={trajectories}",
+        f"model.overrides={BACKBONE}",
+        "frames_per_block=2",
+        "trainer.progress=false",
+        "trainer.log_every=1",
+        "trainer.device=cpu",
+        *extra,
+    ]
+
+
+def build(run_dir: Path, setup, *extra: str) -> StudentStage:
+    _, config = load_experiment("student", CONFIG, student_args(run_dir, setup, *extra))
+    seed_everything(0)
+    StudentStage.check_config(config, DistContext())
+    return StudentStage(config, DistContext())
+
+
+def test_hybrid_split_keeps_clean_context_before_noisy_blocks(setup, tmp_path):
+    stage = build(tmp_path, setup, "frames_per_block=1", "hybrid.min_noisy_blocks=2")
+    noisy, step = stage.hybrid_split(64, 4)  # (64, 4) each, 4 blocks of 1 frame
+    k = noisy.sum(1)
+    assert k.min() == 2 and k.max() == 4  # K ~ U{2..4}
+    assert (noisy == (torch.arange(4)[None] >= 4 - k[:, None])).all()  # the last K blocks
+    assert step.min() == 0 and step.max() == len(TIMES) - 1
+    stage = build(tmp_path, setup)  # 2 frames per block: one time per block
+    noisy, step = stage.hybrid_split(64, 4)
+    assert (noisy[:, 0::2] == noisy[:, 1::2]).all() and (step[:, 0::2] == step[:, 1::2]).all()
+
+
+def test_inputs_are_clean_context_and_trajectory_states(setup, tmp_path):
+    stage = build(tmp_path, setup, "hybrid.max_noisy_blocks=1")  # K = 1 of 2 blocks
+    batch = next(stage.batches(0))
+    seen = {}
+
+    def record(module, args, kwargs):
+        seen["x"], seen["t"] = args[0].detach(), args[1].detach()
+
+    stage.student.register_forward_pre_hook(record, with_kwargs=True)
+    out = stage.loss("student", batch)
+    traj = batch.trajectory  # (2, 5, 4, 16, 4, 4)
+    x, t = seen["x"], seen["t"]  # (2, 4, 16, 4, 4), (2, 4)
+    torch.testing.assert_close(x[:, :2], traj[:, -1, :2])  # context: the ODE's clean x0
+    assert (t[:, :2] == 0).all() and float(out["noisy_fraction"]) == 0.5
+    for b in range(2):
+        (step,) = [i for i, time in enumerate(TIMES) if abs(time - float(t[b, 2])) < 1e-6]
+        assert float(t[b, 3]) == float(t[b, 2])  # one time per block
+        torch.testing.assert_close(x[b, 2:], traj[b, step, 2:])  # noisy: x at that time
+
+
+def test_starts_from_the_teacher_and_regresses_onto_the_ode(setup, tmp_path):
+    stage = build(tmp_path, setup, "optim.lr=3e-3", "optim.warmup_steps=0")
+    teacher, _ = load_teacher(setup[0])
+    for (name, a), b in zip(
+        stage.student.state_dict().items(), teacher.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b), name
+    # the small teacher's flow is nearly straight, so its own one-step x0 is already close:
+    # move the student away from it and check that the regression brings it back
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for p in stage.student.head.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    batch = next(stage.batches(0))
+
+    def measure() -> torch.Tensor:
+        torch.manual_seed(0)  # the same split and times each time
+        return stage.loss("student", batch)["loss"]
+
+    first = measure()
+    for _ in range(10):
+        stage.opt.zero_grad(set_to_none=True)
+        measure().backward()
+        stage.opt.step()
+    assert measure() < 0.7 * first
+
+
+def test_resume(setup, tmp_path):
+    train("student", CONFIG, student_args(tmp_path, setup, "trainer.max_steps=1"))
+    result = train(
+        "student", CONFIG, student_args(tmp_path, setup, "trainer.max_steps=2"), resume=True
+    )
+    assert result.step == 2 and [r["step"] for r in read_metrics(tmp_path)] == [1, 2]
+
+
+def test_bad_inputs_are_clear_errors(setup, tmp_path):
+    def run(*extra: str) -> None:
+        train("student", CONFIG, student_args(tmp_path, setup, *extra))
+
+    other = "{dim: 32, ffn_dim: 64, num_heads: 2, num_layers: 3, text_dim: 32}"
+    with pytest.raises(ValueError, match="another backbone.*num_layers: 2 there, 3 here"):
+        run(f"model.overrides={other}")
+    with pytest.raises(ValueError, match="another backbone.*dim: 32 there, 256 here"):
+        run("model.overrides={}")  # the plain tiny preset
+    with pytest.raises(ValueError, match="schedule.times"):
+        run("schedule.timesteps=[1000, 500]")
+    with pytest.raises(ValueError, match="do not split into blocks of 3"):
+        run("frames_per_block=3")
+    with pytest.raises(ValueError, match="max_noisy_blocks=3 > 2 blocks"):
+        run("hybrid.max_noisy_blocks=3")
