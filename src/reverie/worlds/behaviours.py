@@ -358,11 +358,15 @@ def new_viewpoint_episode(ctx: BehaviourContext) -> Iterator[Segment]:
     yield from _record(ctx)
 
 
-def revisit_episode(ctx: BehaviourContext) -> Iterator[Segment]:
-    """One deliberate revisit: turn away and back (45%), travel and return (45%), or move on."""
+def revisit_episode(ctx: BehaviourContext, *, may_turn: bool = True) -> Iterator[Segment]:
+    """One deliberate revisit: turn away and back (45%), travel and return (45%), or move on.
+
+    With ``may_turn=False`` the turn-away share goes to walking somewhere new, so a path never
+    stands still through two turn-aways in a row.
+    """
     r = ctx.rng.random()
     if r < 0.45:
-        yield from turn_away_episode(ctx)
+        yield from (turn_away_episode if may_turn else new_viewpoint_episode)(ctx)
     elif r < 0.9:
         yield from travel_return_episode(ctx)
     else:
@@ -370,9 +374,17 @@ def revisit_episode(ctx: BehaviourContext) -> Iterator[Segment]:
 
 
 def revisit_family(ctx: BehaviourContext) -> Iterator[Segment]:
-    """Deliberate revisits only (RELIC §3); each episode records the views it returns to."""
+    """Deliberate revisits only (RELIC §3); each episode records the views it returns to.
+
+    A turn-away episode is never followed by another one, so the camera also translates.
+    """
+    may_turn = True
     while True:
-        yield from revisit_episode(ctx)
+        turned = False
+        for segment in revisit_episode(ctx, may_turn=may_turn):
+            turned |= segment.label == "turn_away"
+            yield segment
+        may_turn = not turned
 
 
 def random_family(ctx: BehaviourContext) -> Iterator[Segment]:
