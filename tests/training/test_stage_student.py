@@ -109,9 +109,9 @@ def test_starts_from_the_teacher_and_regresses_onto_the_ode(setup, tmp_path):
 
     first = measure()
     for _ in range(10):
-        stage.opt.zero_grad(set_to_none=True)
+        stage.optimizers()["student"].zero_grad(set_to_none=True)
         measure().backward()
-        stage.opt.step()
+        stage.optimizers()["student"].step()
     assert measure() < 0.7 * first
 
 

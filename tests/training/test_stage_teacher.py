@@ -102,9 +102,9 @@ def test_flow_matching_loss_falls_on_a_fixed_batch(latents, tmp_path):
 
     first = measure()
     for _ in range(10):
-        stage.opt.zero_grad(set_to_none=True)
+        stage.optimizers()["teacher"].zero_grad(set_to_none=True)
         measure().backward()
-        stage.opt.step()
+        stage.optimizers()["teacher"].step()
     assert measure() < 0.7 * first
 
 

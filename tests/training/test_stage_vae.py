@@ -49,9 +49,9 @@ def test_loss_falls_on_a_fixed_batch_and_forward_matches_encode(data, tmp_path):
 
     first = measure()
     for _ in range(8):
-        stage.opt.zero_grad(set_to_none=True)
+        stage.optimizers()["vae"].zero_grad(set_to_none=True)
         measure()["loss"].backward()
-        stage.opt.step()
+        stage.optimizers()["vae"].step()
     last = measure()
     assert last["loss"] < 0.9 * first["loss"] and last["psnr"] > first["psnr"]
     # the training forward's posterior mean is what the tokenizer encodes

@@ -24,13 +24,15 @@ import dataclasses
 import typing
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import torch
 from torch import nn
+from torch.utils.data import Dataset
 
 from reverie.registry import Registry
-from reverie.training.config import TrainerConfig
+from reverie.training.config import OptimConfig, TrainerConfig, build_optimizer
+from reverie.training.data import make_loader
 from reverie.training.distributed import DistContext
 
 AutocastFn = Callable[[], contextlib.AbstractContextManager]
@@ -117,6 +119,28 @@ class Stage(ABC):
         (out["loss"] * scale).backward()
         return out
 
+    def stream(
+        self,
+        dataset: Dataset,
+        data: LoaderConfig,
+        start: int,
+        collate_fn: Callable[[list[Any]], Any] | None = None,
+    ) -> Iterator[Any]:
+        """This rank's infinite micro-batch stream over ``dataset`` from global micro-batch
+        ``start`` (:func:`reverie.training.data.make_loader` with the ``data`` section's batch
+        size, seed and workers); what :meth:`batches` usually returns."""
+        loader = make_loader(
+            dataset,
+            data.batch_size,
+            rank=self.dist.rank,
+            world_size=self.dist.world_size,
+            seed=data.seed,
+            start=start,
+            num_workers=data.num_workers,
+            collate_fn=collate_fn,
+        )
+        return iter(loader)
+
     def samples(self, batch: Any) -> int:
         """Samples in a micro-batch (for throughput); default ``len(batch)``."""
         return len(batch)
@@ -129,6 +153,39 @@ class Stage(ABC):
     def load_extra_state(self, state: dict[str, Any]) -> None:
         """Inverse of :meth:`extra_state`."""
         return None
+
+
+class LoaderConfig(Protocol):
+    """The data-config fields :meth:`Stage.stream` reads (every stage's ``data`` section)."""
+
+    batch_size: int
+    seed: int
+    num_workers: int
+
+
+class SingleModuleStage(Stage):
+    """A stage that trains one module with one optimizer and scheduler, all keyed ``key``.
+
+    The constructor calls :meth:`train_module` once; :meth:`modules`, :meth:`optimizers` and
+    :meth:`schedulers` then return ``{key: ...}``.
+    """
+
+    key: ClassVar[str]
+
+    def train_module(self, module: nn.Module, optim: OptimConfig) -> nn.Module:
+        """Record ``module`` (already ``dist.wrap``-ped) and build its AdamW + warm-up."""
+        self._module = module
+        self._optimizer, self._scheduler = build_optimizer(module.parameters(), optim)
+        return module
+
+    def modules(self) -> dict[str, nn.Module]:
+        return {self.key: self._module}
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {self.key: self._optimizer}
+
+    def schedulers(self) -> dict[str, torch.optim.lr_scheduler.LRScheduler]:
+        return {self.key: self._scheduler}
 
 
 STAGES: Registry[type[Stage]] = Registry("training stage")

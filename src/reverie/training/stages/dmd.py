@@ -60,7 +60,6 @@ from reverie.models.state_dicts import NEW_MODULE_PREFIXES, load_state_dict_chec
 from reverie.objectives import flow_matching_loss
 from reverie.text import empty_text_dropout
 from reverie.training.config import OptimConfig, TrainerConfig, build_optimizer
-from reverie.training.data import make_loader
 from reverie.training.distributed import DistContext
 from reverie.training.latents import LatentClip
 from reverie.training.replay import ARStudent, Conditioning, naive_dmd_loss, replayed_dmd_backward
@@ -336,17 +335,7 @@ class DMDStage(Stage):
             dataset = SyntheticClips(data.num_samples, frame, video)
         else:
             dataset = data.clips(self.config.max_frames).dataset()
-        loader = make_loader(
-            dataset,
-            data.batch_size,
-            rank=self.dist.rank,
-            world_size=self.dist.world_size,
-            seed=data.seed,
-            start=start,
-            num_workers=data.num_workers,
-            collate_fn=LatentClip.collate,
-        )
-        return iter(loader)
+        return self.stream(dataset, data, start, collate_fn=LatentClip.collate)
 
     # ------------------------------------------------------------------------------ pieces
     def prepare(self, clip: LatentClip) -> tuple[Conditioning, torch.Tensor, int, list[int]]:

@@ -31,17 +31,15 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from torch import nn
 
 from reverie.config_utils import from_dict
 from reverie.diffusion import FewStepSchedule, x0_from_velocity
 from reverie.models import AttentionConfig, AttentionMode, WanDiT, WanDiTConfig
 from reverie.text import empty_text_dropout
-from reverie.training.config import OptimConfig, TrainerConfig, build_optimizer
-from reverie.training.data import make_loader
+from reverie.training.config import OptimConfig, TrainerConfig
 from reverie.training.distributed import DistContext
 from reverie.training.latents import read_index
-from reverie.training.stage import Stage, register_stage
+from reverie.training.stage import SingleModuleStage, register_stage
 from reverie.training.stages.ode import OdeClip, OdeDataset
 from reverie.training.stages.teacher import (
     DiTModelConfig,
@@ -122,8 +120,10 @@ class StudentConfig:
 
 
 @register_stage("student")
-class StudentStage(Stage):
+class StudentStage(SingleModuleStage):
     """ODE regression with hybrid forcing; one optimizer named ``student``."""
+
+    key = "student"
 
     config_class = StudentConfig
 
@@ -170,37 +170,14 @@ class StudentStage(Stage):
         model.load_state_dict(teacher.state_dict())  # same names: attention has no weights
         del teacher
         self.text = build_text_encoder(config.text, model.config.text_dim)
-        self.student = dist.wrap(model, fsdp_units=model.blocks)
-        self.opt, self.sched = build_optimizer(self.student.parameters(), config.optim)
+        self.student = self.train_module(dist.wrap(model, fsdp_units=model.blocks), config.optim)
         self.dataset = OdeDataset(config.data.trajectories)
         self.times = torch.tensor(config.schedule.times)  # (S,)
-
-    def modules(self) -> dict[str, nn.Module]:
-        """``{"student": the block-causal WanDiT}``."""
-        return {"student": self.student}
-
-    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        """``{"student": AdamW}``."""
-        return {"student": self.opt}
-
-    def schedulers(self) -> dict[str, torch.optim.lr_scheduler.LRScheduler]:
-        """``{"student": warm-up}``."""
-        return {"student": self.sched}
 
     def batches(self, start: int) -> Iterator[OdeClip]:
         """``OdeClip`` micro-batches of ``data.batch_size / world_size`` trajectories."""
         data = self.config.data
-        loader = make_loader(
-            self.dataset,
-            data.batch_size,
-            rank=self.dist.rank,
-            world_size=self.dist.world_size,
-            seed=data.seed,
-            start=start,
-            num_workers=data.num_workers,
-            collate_fn=OdeClip.collate,
-        )
-        return iter(loader)
+        return self.stream(self.dataset, data, start, collate_fn=OdeClip.collate)
 
     def compress_context(self, latents: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """The memory policy's view of the clean context (RELIC §4.4.1: "clean, spatially

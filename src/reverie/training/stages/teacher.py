@@ -30,7 +30,6 @@ from typing import Any
 
 import torch
 from safetensors.torch import load_file
-from torch import nn
 
 from reverie.config_utils import from_dict
 from reverie.diffusion import (
@@ -47,11 +46,10 @@ from reverie.models.state_dicts import NEW_MODULE_PREFIXES, load_state_dict_chec
 from reverie.objectives import flow_matching_loss
 from reverie.text import TextEncoder, empty_text_dropout, get_text_encoder
 from reverie.training.checkpoint import latest_checkpoint, read_checkpoint_config
-from reverie.training.config import OptimConfig, TrainerConfig, build_optimizer
-from reverie.training.data import make_loader
+from reverie.training.config import OptimConfig, TrainerConfig
 from reverie.training.distributed import DistContext
 from reverie.training.latents import LatentClip, LatentClipDataset, read_index
-from reverie.training.stage import Stage, register_stage
+from reverie.training.stage import SingleModuleStage, register_stage
 
 
 @dataclass(frozen=True)
@@ -282,8 +280,10 @@ def conditioning(clip: Any) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------------ the stage
 @register_stage("teacher")
-class TeacherStage(Stage):
+class TeacherStage(SingleModuleStage):
     """Bidirectional flow matching of a ``WanDiT``; one optimizer named ``teacher``."""
+
+    key = "teacher"
 
     config_class = TeacherConfig
 
@@ -310,35 +310,12 @@ class TeacherStage(Stage):
         if config.model.init is not None:
             load_init_weights(model, config.model.init)
         self.text = build_text_encoder(config.text, model.config.text_dim)
-        self.teacher = dist.wrap(model, fsdp_units=model.blocks)
-        self.opt, self.sched = build_optimizer(self.teacher.parameters(), config.optim)
-
-    def modules(self) -> dict[str, nn.Module]:
-        """``{"teacher": the WanDiT}``."""
-        return {"teacher": self.teacher}
-
-    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        """``{"teacher": AdamW}``."""
-        return {"teacher": self.opt}
-
-    def schedulers(self) -> dict[str, torch.optim.lr_scheduler.LRScheduler]:
-        """``{"teacher": warm-up}``."""
-        return {"teacher": self.sched}
+        self.teacher = self.train_module(dist.wrap(model, fsdp_units=model.blocks), config.optim)
 
     def batches(self, start: int) -> Iterator[LatentClip]:
         """``LatentClip`` micro-batches of ``data.batch_size / world_size`` clips."""
         data = self.config.data
-        loader = make_loader(
-            data.dataset(),
-            data.batch_size,
-            rank=self.dist.rank,
-            world_size=self.dist.world_size,
-            seed=data.seed,
-            start=start,
-            num_workers=data.num_workers,
-            collate_fn=LatentClip.collate,
-        )
-        return iter(loader)
+        return self.stream(data.dataset(), data, start, collate_fn=LatentClip.collate)
 
     def loss(self, update: str, batch: LatentClip) -> dict[str, torch.Tensor]:
         """``{"loss": MSE(v, noise - x0)}`` (module docstring, steps 2-4); float32."""

@@ -17,10 +17,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
-from reverie.training.config import OptimConfig, TrainerConfig, build_optimizer
-from reverie.training.data import check_dataset, make_loader
+from reverie.training.config import OptimConfig, TrainerConfig
+from reverie.training.data import check_dataset
 from reverie.training.distributed import DistContext
-from reverie.training.stage import Stage, register_stage
+from reverie.training.stage import SingleModuleStage, register_stage
 
 
 @dataclass(frozen=True)
@@ -130,9 +130,11 @@ class SyntheticRegression(Dataset):
 
 
 @register_stage("toy")
-class ToyStage(Stage):
+class ToyStage(SingleModuleStage):
     """Mean-squared-error regression of :class:`ToyMLP` on :class:`SyntheticRegression`; one
     optimizer named ``model``."""
+
+    key = "model"
 
     config_class = ToyConfig
 
@@ -150,35 +152,13 @@ class ToyStage(Stage):
 
     def __init__(self, config: ToyConfig, dist: DistContext) -> None:
         super().__init__(config, dist)
-        self.model = dist.wrap(ToyMLP(config.model))
-        self.opt, self.sched = build_optimizer(self.model.parameters(), config.optim)
+        self.model = self.train_module(dist.wrap(ToyMLP(config.model)), config.optim)
         self.dataset = SyntheticRegression(config.model, config.data)
-
-    def modules(self) -> dict[str, nn.Module]:
-        """``{"model": the (wrapped) MLP}``."""
-        return {"model": self.model}
-
-    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        """``{"model": AdamW}``."""
-        return {"model": self.opt}
-
-    def schedulers(self) -> dict[str, torch.optim.lr_scheduler.LRScheduler]:
-        """``{"model": linear warm-up}``."""
-        return {"model": self.sched}
 
     def batches(self, start: int) -> Iterator[list[torch.Tensor]]:
         """``[x (b, in_dim), y (b, out_dim)]`` with ``b = data.batch_size / world_size``."""
         data = self.config.data
-        loader = make_loader(
-            self.dataset,
-            data.batch_size,
-            rank=self.dist.rank,
-            world_size=self.dist.world_size,
-            seed=data.seed,
-            start=start,
-            num_workers=data.num_workers,
-        )
-        return iter(loader)
+        return self.stream(self.dataset, data, start)
 
     def loss(self, update: str, batch: list[torch.Tensor]) -> dict[str, torch.Tensor]:
         """``{"loss": MSE(model(x), y)}`` (float32 even under bf16 autocast)."""

@@ -30,11 +30,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from reverie.data import Batch
-from reverie.training.config import OptimConfig, TrainerConfig, build_optimizer
-from reverie.training.data import check_dataset, make_loader
+from reverie.training.config import OptimConfig, TrainerConfig
+from reverie.training.data import check_dataset
 from reverie.training.distributed import DistContext
 from reverie.training.latents import TEMPORAL_FACTOR
-from reverie.training.stage import Stage, register_stage
+from reverie.training.stage import SingleModuleStage, register_stage
 
 # Peak-to-peak range of pixels in [-1, 1], the "MAX" of PSNR.
 PIXEL_RANGE = 2.0
@@ -184,8 +184,10 @@ def psnr(reconstruction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 @register_stage("vae")
-class VAEStage(Stage):
+class VAEStage(SingleModuleStage):
     """Reconstruction + KL training of :class:`VAEAutoencoder`; one optimizer named ``vae``."""
+
+    key = "vae"
 
     config_class = VAEStageConfig
 
@@ -209,20 +211,7 @@ class VAEStage(Stage):
 
     def __init__(self, config: VAEStageConfig, dist: DistContext) -> None:
         super().__init__(config, dist)
-        self.vae = dist.wrap(VAEAutoencoder(config.model.preset))
-        self.opt, self.sched = build_optimizer(self.vae.parameters(), config.optim)
-
-    def modules(self) -> dict[str, nn.Module]:
-        """``{"vae": the VAEAutoencoder}`` (a ``VideoVAE`` state dict in checkpoints)."""
-        return {"vae": self.vae}
-
-    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        """``{"vae": AdamW}``."""
-        return {"vae": self.opt}
-
-    def schedulers(self) -> dict[str, torch.optim.lr_scheduler.LRScheduler]:
-        """``{"vae": warm-up}``."""
-        return {"vae": self.sched}
+        self.vae = self.train_module(dist.wrap(VAEAutoencoder(config.model.preset)), config.optim)
 
     def batches(self, start: int) -> Iterator[Batch]:
         """:class:`reverie.data.Batch` clips ``(b, clip_frames, 3, H, W)``, ``b`` = per rank."""
@@ -236,17 +225,7 @@ class VAEStage(Stage):
             clips_per_episode=data.clips_per_episode,
             resolution=data.resolution,
         )
-        loader = make_loader(
-            dataset,
-            data.batch_size,
-            rank=self.dist.rank,
-            world_size=self.dist.world_size,
-            seed=data.seed,
-            start=start,
-            num_workers=data.num_workers,
-            collate_fn=Batch.collate,
-        )
-        return iter(loader)
+        return self.stream(dataset, data, start, collate_fn=Batch.collate)
 
     def loss(self, update: str, batch: Batch) -> dict[str, torch.Tensor]:
         """``{"loss", "reconstruction", "kl", "psnr"}`` of one micro-batch (float32)."""
