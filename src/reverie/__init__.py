@@ -6,3 +6,12 @@ units and camera conventions used throughout the package.
 """
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    """`reverie.WorldModel` / `reverie.Session` without importing torch at `import reverie`."""
+    if name in ("WorldModel", "Session"):
+        from reverie import engine
+
+        return getattr(engine, name)
+    raise AttributeError(f"module 'reverie' has no attribute {name!r}")

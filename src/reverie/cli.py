@@ -168,6 +168,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_render(sub)
     _add_train(sub)
     _add_encode(sub)
+    # Subcommands that live with their subsystem: each module has `add_parser(sub)`.
+    from reverie.evaluation.cli import add_parser as add_eval
+    from reverie.explore import add_parser as add_explore
+    from reverie.play.cli import add_parser as add_play
+
+    add_explore(sub)
+    add_eval(sub)
+    add_play(sub)
     return parser
 
 

@@ -28,6 +28,8 @@ import torch
 
 from reverie.diffusion.samplers import fresh_noise
 from reverie.diffusion.schedule import FewStepSchedule, noisy_sample, x0_from_velocity
+from reverie.memory.policy import MemoryPolicy
+from reverie.memory.writing import write_block
 from reverie.models import KVCache, WanDiT
 
 # After each block's cache write: (cache, block index, clean block (B, fpb, C, h, w)) -> None,
@@ -91,6 +93,8 @@ def stream_blocks(
     write_context: torch.Tensor | None = None,
     context_noise: float = 0.0,
     after_block: AfterBlockFn | None = None,
+    policy: MemoryPolicy | None = None,
+    empty_context: torch.Tensor | None = None,
 ) -> Iterator[torch.Tensor]:
     """Generate blocks of latent frames autoregressively; yields each clean block when done.
 
@@ -114,6 +118,12 @@ def stream_blocks(
             0: the clean block; > 0 re-noises the clean block before writing).
         after_block: `after_block(cache, block_index, clean_block)` after each cache write
             (memory policies: evict, pool, retrieve).
+        policy: a `reverie.memory` policy: the cache write then goes through
+            `reverie.memory.write_block` (the policy's writer and text, then
+            `policy.after_write`), the one write path shared with `Session.observe`;
+            `writer`/`write_context` must then be left None.
+        empty_context: the empty prompt's states `(B, L', text_dim)`, needed when `policy`
+            writes with empty text (MAG §3.3).
 
     Shapes:
         yields `(B, frames_per_block, C, h, w)` clean latents per block, in the model's dtype.
@@ -129,6 +139,8 @@ def stream_blocks(
     batch = context.shape[0]
     shape = (batch, frames_per_block, model.config.in_channels, *latent_size)
     template = torch.empty(shape, dtype=parameter.dtype, device=parameter.device)
+    if policy is not None and (writer is not None or write_context is not None):
+        raise ValueError("pass either policy or writer/write_context, not both")
     writer = model if writer is None else writer
     write_context = context if write_context is None else write_context
     for name, per_block in (("actions", actions), ("poses", poses)):
@@ -154,8 +166,22 @@ def stream_blocks(
         written = x0
         if context_noise > 0:
             written = noisy_sample(x0, fresh_noise(x0, generator), context_noise)
-        t_write = torch.full((batch,), context_noise, device=x0.device)  # (B,)
-        writer(written, t_write, write_context, write_cache=True, **conditioning)
+        if policy is not None:
+            write_block(
+                policy,
+                cache,
+                model,
+                written,
+                context,
+                empty_context=empty_context,
+                actions=conditioning["actions"],
+                poses=conditioning["poses"],
+                context_time=context_noise,
+                frame_offset=frame,
+            )
+        else:
+            t_write = torch.full((batch,), context_noise, device=x0.device)  # (B,)
+            writer(written, t_write, write_context, write_cache=True, **conditioning)
         if after_block is not None:
             after_block(cache, b, x0)
         frame += frames_per_block

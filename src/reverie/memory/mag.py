@@ -42,15 +42,22 @@ class MagConfig:
             official pipeline always does).
         max_frames: most kept frames (one per block), or None to keep all history (the paper).
         sink_frames: oldest kept frames never dropped when `max_frames` is reached.
+        block_frames: MAG's compression rate `b` in latent frames when it differs from the
+            generator's block (e.g. a 1-frame-per-block student with a memory model trained at
+            b = 3): written frames accumulate uncompressed until `b` are pending, then only
+            the last is kept. None: every written block is one MAG block (the paper).
     """
 
     write_with_empty_text: bool = True
     max_frames: int | None = 40
     sink_frames: int = 1
+    block_frames: int | None = None
 
     def __post_init__(self) -> None:
         if self.sink_frames < 0:
             raise ValueError(f"sink_frames must be >= 0, got {self.sink_frames}")
+        if self.block_frames is not None and self.block_frames < 1:
+            raise ValueError(f"block_frames must be >= 1 or None, got {self.block_frames}")
         if self.max_frames is not None and self.max_frames <= self.sink_frames:
             raise ValueError(
                 f"max_frames ({self.max_frames}) must exceed sink_frames ({self.sink_frames})"
@@ -72,6 +79,11 @@ class MagPolicy(CacheResidentPolicy):
     def __init__(self, config: MagConfig | None = None, writer: nn.Module | None = None) -> None:
         super().__init__(MagConfig() if config is None else config)
         self.writer = writer
+        self.pending = 0  # frames written since the last compression (block_frames mode)
+
+    def reset(self) -> None:
+        """Forget the count of uncompressed frames (new stream)."""
+        self.pending = 0
 
     @property
     def max_frames(self) -> int | None:
@@ -92,6 +104,11 @@ class MagPolicy(CacheResidentPolicy):
         """
         num_new = check_new_block(cache, latents)
         num_frames = cache.num_frames
+        if self.config.block_frames is not None:  # MAG blocks span several written blocks
+            self.pending += num_new
+            if self.pending < self.config.block_frames:
+                return
+            num_new, self.pending = min(self.pending, num_frames), 0
         slots = list(range(num_frames - num_new)) + [num_frames - 1]  # old + block's last
         cap = self.config.max_frames
         if cap is not None and len(slots) > cap:

@@ -27,13 +27,16 @@ def write_block(
     actions: torch.Tensor | None = None,
     poses: tuple[torch.Tensor, torch.Tensor] | None = None,
     context_time: float = 0.0,
+    frame_offset: int | None = None,
 ) -> None:
     """Write a clean block into the cache with the policy's writer, then apply the policy.
 
     Steps: (1) pick the writer (`policy.write_spec.model`, else the generator) and the text
     (the empty prompt if `write_spec.empty_text`, MAG §3.3); (2) one forward of the writer on
     the clean block at flow time `context_time` with `write_cache=True`, attending to the
-    current cache (the block lands at latent frame `cache.next_frame`); its output is discarded;
+    current cache (the block lands at latent frame `frame_offset`, default `cache.next_frame`;
+    the streaming engine passes its own count, as eviction may hide the newest index); its
+    output is discarded;
     (3) `policy.after_write(cache, latents)`.
 
     Runs in the caller's grad mode (wrap in `torch.no_grad()` for inference).
@@ -59,5 +62,14 @@ def write_block(
             )
         text = empty_context
     t = torch.full((latents.shape[0],), context_time, device=latents.device)  # (B,)
-    writer(latents, t, text, actions=actions, poses=poses, cache=cache, write_cache=True)
+    writer(
+        latents,
+        t,
+        text,
+        actions=actions,
+        poses=poses,
+        cache=cache,
+        write_cache=True,
+        frame_offset=frame_offset,
+    )
     policy.after_write(cache, latents)
