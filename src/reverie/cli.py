@@ -94,6 +94,12 @@ def _add_encode(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--episodes-per-shard", type=int, default=8, help="default 8")
     p.add_argument("--batch-size", type=int, default=4, help="windows per VAE call (default 4)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    p.add_argument(
+        "--precision",
+        default="fp32",
+        choices=("fp32", "bf16"),
+        help="bf16: encoder under bf16 autocast (faster on CPU)",
+    )
     p.set_defaults(func=_encode)
 
 
@@ -108,6 +114,7 @@ def _encode(args: argparse.Namespace) -> int:
         episodes_per_shard=args.episodes_per_shard,
         batch_size=args.batch_size,
         device=args.device,
+        precision=args.precision,
     )
     print(summary(index, args.out))
     return 0

@@ -1,9 +1,298 @@
-"""`reverie explore` (placeholder)."""
+"""`reverie explore`: stream a world model along a camera path and measure it.
+
+    reverie explore --scene 1000003 --seconds 10 --memory relic --out out.mp4 --json out.json
+    reverie explore --image start.png --prompt "a red room" --actions "pan_left*32,dolly_in*32"
+
+With `--scene SEED` the start frame is rendered from that procedural scene (`reverie.worlds`);
+the camera path is `--trajectory`, `--actions` (integrated from a collision-free start pose
+of the scene) or, by default, a sampled `revisit` path that leaves and comes back. The
+ground-truth video along the same path (`out.gt.mp4`), a side-by-side (`out.compare.mp4`,
+generated | ground truth) and per-frame PSNR/SSIM are written too.
+
+The camera path becomes actions with RELIC Algorithm 1 (`poses_to_actions`) and its scale
+d-bar sets the session's gamma (`d-bar / metres_per_unit`), so the model's integrated poses
+match the path; with `--actions` the path is integrated from the actions with
+`gamma * metres_per_unit` metres per unit translation (RELIC §4.1.2, §5.2).
+
+Metrics JSON (always): `fps_end_to_end` (generated frames / wall time of session start and
+all steps: encode, denoise, cache writes, decode), `fps_denoise` (generated frames / DiT time),
+`first_frame_latency_s` (session start to the first generated frames), `peak_rss_mb`,
+`cache_tokens`, `cache_bytes` (everything the memory policy holds at the end), `frames`,
+`memory_policy`, `checkpoint`, plus `psnr`/`ssim` lists with `--scene`.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import logging
+import math
+import resource
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_IMAGE_SCRIPT = "pan_left*24,dolly_in*16,pan_right*48,dolly_out*16,pan_left*24"
+
+
+@dataclass
+class CameraPath:
+    """What to stream: per-frame actions, the session gamma and, with a scene, world poses.
+
+    Attributes:
+        actions: `(T, 13)` float32, frame-aligned (`actions[0]` static).
+        gamma: velocity multiplier for the session.
+        R, P: world poses `(T, 3, 3)`, `(T, 3)` for ground-truth rendering, or None.
+    """
+
+    actions: np.ndarray
+    gamma: float
+    R: np.ndarray | None = None
+    P: np.ndarray | None = None
+
+
+def frame_count(seconds: float, fps: int, frames_per_step: int) -> int:
+    """Frames of a stream of about `seconds`: `1 + frames_per_step * k`, k >= 1."""
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise ValueError(f"--seconds must be > 0, got {seconds}")
+    steps = max(1, round((seconds * fps - 1) / frames_per_step))
+    return 1 + frames_per_step * steps
+
+
+def fit_actions(actions: np.ndarray, count: int) -> np.ndarray:
+    """`(count, 13)`: truncate, or hold the last action to fill (a static start row first)."""
+    from reverie.camera.actions import NUM_ACTIONS, STATIC_INDEX
+
+    static = np.zeros((1, NUM_ACTIONS), np.float32)
+    static[0, STATIC_INDEX] = 1.0
+    a = np.concatenate([static, np.asarray(actions, np.float32)])
+    if len(a) >= count:
+        return a[:count]
+    return np.concatenate([a, np.repeat(a[-1:], count - len(a), axis=0)])
+
+
+def read_trajectory(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """Camera path JSON: `{"R": [[3x3], ...], "P": [[x, y, z], ...]}` (world-to-camera R, camera
+    centres in metres, docs/conventions.md), one entry per video frame.
+
+    Raises:
+        FileNotFoundError / ValueError: missing file, bad JSON, shapes, NaN, non-rotations.
+    """
+    from reverie.camera.rotations import check_rotations
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"trajectory {path} not found")
+    try:
+        data = json.loads(path.read_text())
+        R, P = np.asarray(data["R"], np.float64), np.asarray(data["P"], np.float64)
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"{path}: expected JSON with R (T, 3, 3) and P (T, 3): {e}") from e
+    if R.ndim != 3 or R.shape[1:] != (3, 3) or P.shape != (len(R), 3) or len(R) < 2:
+        raise ValueError(f"{path}: R must be (T, 3, 3) and P (T, 3) with T >= 2")
+    if not (np.isfinite(R).all() and np.isfinite(P).all()):
+        raise ValueError(f"{path}: NaN or inf in the trajectory")
+    check_rotations(R, "R")
+    return R, P
+
+
+def path_from_poses(R: np.ndarray, P: np.ndarray, metres_per_unit: float) -> CameraPath:
+    """Actions (RELIC Algorithm 1) and the gamma that makes them reproduce `P`."""
+    from reverie.camera.actions import poses_to_actions
+
+    actions, scale = poses_to_actions(R, P)
+    gamma = scale / metres_per_unit if scale > 0 else 1.0
+    return CameraPath(actions.astype(np.float32), gamma, R, P)
+
+
+def plan_path(args: argparse.Namespace, model, count: int):
+    """`(CameraPath, start frame or None, prompt, scene spec or None)` from the CLI options."""
+    from reverie.camera.actions import actions_to_poses
+    from reverie.camera.script import parse_action_script
+
+    fps, unit = model.fps, model.config.metres_per_unit
+    scripted = None if args.actions is None else parse_action_script(args.actions)
+    if args.scene is None:
+        if args.trajectory is not None:
+            R, P = read_trajectory(args.trajectory)
+            path = path_from_poses(R, P, unit)
+            path.R = path.P = None
+            path.gamma *= args.gamma
+        else:
+            script = DEFAULT_IMAGE_SCRIPT if scripted is None else None
+            actions = parse_action_script(script) if scripted is None else scripted
+            path = CameraPath(fit_actions(actions, count), args.gamma)
+        path.actions = _fit_rows(path.actions, count)
+        return path, None, args.prompt or "", None
+
+    from reverie.worlds import sample_scene
+    from reverie.worlds.caption import scene_caption
+    from reverie.worlds.render import SceneRenderer
+    from reverie.worlds.trajectory import sample_trajectory
+
+    spec = sample_scene(args.scene, args.world)
+    seconds = count / fps + 1.0
+    if args.trajectory is not None:
+        R, P = read_trajectory(args.trajectory)
+        path = path_from_poses(R, P, unit)
+    elif scripted is not None:
+        start = sample_trajectory(spec, "revisit", seconds=1.0, fps=fps, seed=args.scene)
+        actions = fit_actions(scripted, count)
+        R, P = actions_to_poses(actions, args.gamma * unit, start.R[0], start.P[0])
+        path = CameraPath(actions, args.gamma, R, P)
+    else:
+        traj = sample_trajectory(spec, "revisit", seconds=seconds, fps=fps, seed=args.scene)
+        path = path_from_poses(traj.R[:count], traj.P[:count], unit)
+        path.gamma *= args.gamma
+    if len(path.actions) < count:
+        raise ValueError(f"the camera path has {len(path.actions)} frames, {count} are needed")
+    path.actions, path.R, path.P = path.actions[:count], path.R[:count], path.P[:count]
+    renderer = SceneRenderer(spec, model.resolution, model.resolution)
+    start_frame = renderer.render(path.R[0], path.P[0])
+    prompt = args.prompt if args.prompt is not None else scene_caption(spec)
+    return path, start_frame, prompt, (spec, renderer)
+
+
+def _fit_rows(actions: np.ndarray, count: int) -> np.ndarray:
+    if len(actions) >= count:
+        return actions[:count]
+    return np.concatenate([actions, np.repeat(actions[-1:], count - len(actions), axis=0)])
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process in MiB (Linux `ru_maxrss` is KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def explore(args: argparse.Namespace) -> dict[str, Any]:
+    """Run one exploration; write the videos and the metrics JSON; return the metrics."""
+    from tqdm import tqdm
+
+    from reverie.data.video import VIEWER_PIXEL_FORMAT, write_mp4
+    from reverie.engine import WorldModel
+    from reverie.io import atomic_write_json
+
+    if (args.scene is None) == (args.image is None):
+        raise ValueError("give exactly one of --scene SEED or --image PNG")
+    if args.trajectory is not None and args.actions is not None:
+        raise ValueError("give at most one of --actions and --trajectory")
+    if not (math.isfinite(args.gamma) and args.gamma > 0):
+        raise ValueError(f"--gamma must be > 0, got {args.gamma}")
+    out = Path(args.out)
+    if out.suffix != ".mp4":
+        raise ValueError(f"--out must end in .mp4, got {out}")
+    model = WorldModel.random(args.seed) if args.random else WorldModel.from_pretrained(
+        args.checkpoint
+    )
+    if args.memory not in model.memory_policies:
+        raise ValueError(f"unknown memory policy {args.memory!r}; known: {model.memory_policies}")
+    count = frame_count(args.seconds, model.fps, model.frames_per_step)
+    path, start_frame, prompt, scene = plan_path(args, model, count)
+    image = start_frame if start_frame is not None else args.image
+    model.encode_prompt(prompt)  # text encoder loaded before the clock starts
+
+    tic = time.perf_counter()
+    session = model.start(image, prompt, memory=args.memory, gamma=path.gamma, seed=args.seed)
+    if session.image_note:
+        print(f"reverie explore: start image {session.image_note}", file=sys.stderr)
+    frames, first_latency = [session.first_frame[None]], None
+    step = model.frames_per_step
+    with tqdm(total=count - 1, desc="explore", unit="frame", disable=args.quiet) as bar:
+        for i in range(1, count, step):
+            frames.append(session.step(path.actions[i : i + step]))
+            if first_latency is None:
+                first_latency = time.perf_counter() - tic
+            bar.update(step)
+    wall = time.perf_counter() - tic
+    video = np.concatenate(frames)
+    stats = session.stats()
+    generated = stats["generated_frames"]
+    metrics: dict[str, Any] = {
+        "fps_end_to_end": generated / wall,
+        "fps_denoise": generated / stats["denoise_s"] if stats["denoise_s"] else None,
+        "first_frame_latency_s": first_latency,
+        "peak_rss_mb": peak_rss_mb(),
+        "cache_tokens": stats["cache_tokens"],
+        "cache_bytes": stats["cache_bytes"],
+        "frames": int(len(video)),
+        "memory_policy": args.memory,
+        "checkpoint": "random" if args.random else model.source,
+        "gamma": path.gamma,
+        "prompt": prompt,
+        "seconds_of_video": len(video) / model.fps,
+        "timings_s": {k: stats[k] for k in ("denoise_s", "decode_s", "encode_s")},
+    }
+    write_mp4(out, video, model.fps, pixel_format=VIEWER_PIXEL_FORMAT, crf=18)
+    outputs = {"video": str(out)}
+    if scene is not None:
+        from reverie.evaluation.metrics import finite_mean, frame_psnr, frame_ssim
+
+        _, renderer = scene
+        gt, _ = renderer.render_trajectory(path.R, path.P)
+        gt_path, compare_path = out.with_suffix(".gt.mp4"), out.with_suffix(".compare.mp4")
+        write_mp4(gt_path, gt, model.fps, pixel_format=VIEWER_PIXEL_FORMAT, crf=18)
+        side = np.concatenate([video, gt], axis=2)  # (T, H, 2W, 3): generated | ground truth
+        write_mp4(compare_path, side, model.fps, pixel_format=VIEWER_PIXEL_FORMAT, crf=18)
+        psnr, ssim = frame_psnr(video, gt), frame_ssim(video, gt)
+        metrics.update(
+            scene=args.scene,
+            psnr=[None if not np.isfinite(v) else float(v) for v in psnr],
+            ssim=[float(v) for v in ssim],
+            psnr_mean=finite_mean(psnr[1:]),
+            ssim_mean=float(np.mean(ssim[1:])),
+        )
+        outputs.update(gt=str(gt_path), compare=str(compare_path))
+    metrics["outputs"] = outputs
+    if args.json is not None:
+        atomic_write_json(args.json, metrics)
+    return metrics
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    """Register `reverie explore` (not yet implemented)."""
+    """Register `reverie explore` on the CLI's subparsers."""
+    from reverie.memory import policy_names
+
+    p = sub.add_parser(
+        "explore",
+        help="stream the world model along a camera path (videos + metrics)",
+        description=__doc__.split("\n\n")[2],
+    )
+    src = p.add_argument_group("start")
+    src.add_argument("--scene", type=int, help="procedural scene seed (renders start + GT)")
+    src.add_argument("--world", default="mixed", choices=("mixed", "indoor", "open"),
+                     help="scene family of --scene (default mixed)")
+    src.add_argument("--image", help="start image (PNG/JPEG), resized/cropped to the model")
+    src.add_argument("--prompt", help="text description (default: the scene's caption)")
+    path = p.add_argument_group("camera path")
+    path.add_argument("--actions", help='action script, e.g. "pan_left*16,dolly_in+pan_right*8"')
+    path.add_argument("--trajectory", help="camera path JSON {R: (T,3,3), P: (T,3)}")
+    path.add_argument("--gamma", type=float, default=1.0, help="velocity multiplier (RELIC §5.2)")
+    path.add_argument("--seconds", type=float, default=10.0, help="video length (default 10)")
+    p.add_argument("--memory", default="relic", choices=policy_names(), help="memory policy")
+    p.add_argument("--checkpoint", help="world model directory (default: the shipped model)")
+    p.add_argument("--random", action="store_true", help="untrained tiny model (testing)")
+    p.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
+    p.add_argument("--out", default="out.mp4", help="output video (default out.mp4)")
+    p.add_argument("--json", help="metrics JSON path")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    metrics = explore(args)
+    summary = {
+        k: metrics[k]
+        for k in ("frames", "fps_end_to_end", "fps_denoise", "first_frame_latency_s",
+                  "cache_tokens", "memory_policy")
+    }
+    if "psnr_mean" in metrics:
+        summary.update(psnr_mean=metrics["psnr_mean"], ssim_mean=metrics["ssim_mean"])
+    summary["outputs"] = metrics["outputs"]
+    print(json.dumps(summary, default=float))
+    return 0

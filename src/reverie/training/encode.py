@@ -133,9 +133,13 @@ def encode_dataset(
     episodes_per_shard: int = 8,
     batch_size: int = 4,
     device: str = "auto",
+    precision: str = "fp32",
     progress: bool = True,
 ) -> dict[str, Any]:
     """Encode every window of a rendered dataset into ``out`` (module docstring); resumable.
+
+    ``precision="bf16"`` runs the encoder under bf16 autocast (on CPU ~3-4x faster: fp32
+    ``Conv3d`` takes PyTorch's slow path there); latents are stored in float32 either way.
 
     Returns:
         ``index.json``'s content (with ``latent_mean``/``latent_std`` once complete).
@@ -148,6 +152,8 @@ def encode_dataset(
     """
     if episodes_per_shard < 1 or batch_size < 1:
         raise ValueError("--episodes-per-shard and --batch-size must be >= 1")
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"precision must be fp32 or bf16, got {precision!r}")
     rows = read_manifest(data)
     if not rows:
         raise ValueError(f"dataset {data} lists no episodes")
@@ -189,7 +195,7 @@ def encode_dataset(
     with bar:
         for s in todo:
             tensors, items, moments = _encode_group(
-                vae, device, data, groups[s], windows, clip_frames, batch_size, bar
+                vae, device, data, groups[s], windows, clip_frames, batch_size, bar, precision
             )
             episodes = [r["id"] for r in groups[s]]
             store.write(s, tensors, items, {"episodes": episodes, "moments": moments})
@@ -199,7 +205,7 @@ def encode_dataset(
     return store.index
 
 
-def _encode_group(vae, device, data, group, windows, clip_frames, batch_size, bar):
+def _encode_group(vae, device, data, group, windows, clip_frames, batch_size, bar, precision):
     """Encode the windows of one shard's episodes: ``(tensors, items, moments)``."""
     tensors: dict[str, torch.Tensor] = {}
     items: list[dict[str, Any]] = []
@@ -213,7 +219,9 @@ def _encode_group(vae, device, data, group, windows, clip_frames, batch_size, ba
                 [torch.from_numpy(ep.frames[s : s + clip_frames]) for s in chunk]
             )  # (n, N, H, W, 3) uint8
             video = video.permute(0, 1, 4, 2, 3).float() / 127.5 - 1.0  # (n, N, 3, H, W)
-            latents = vae.encode(video.to(device)).float().cpu()
+            device_type = torch.device(device).type
+            with torch.autocast(device_type, torch.bfloat16, enabled=precision == "bf16"):
+                latents = vae.encode(video.to(device)).float().cpu()
             latents_all.append(latents)  # (n, T_lat, C, h, w)
             for j, s in enumerate(chunk):
                 key = f"{row['id']}-{s:06d}"
