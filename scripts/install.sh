@@ -29,6 +29,18 @@ case "$extras" in
   "") ;;
   *) echo "unknown extras '$extras' (use: dev)" >&2; exit 2 ;;
 esac
+# The browser tests of `reverie play` drive Debian's chromium with Playwright (no browser
+# download: tests/play/test_play_browser.py uses executable_path=/usr/bin/chromium).
+if [ "$extras" = "dev" ] && [ ! -x /usr/bin/chromium ]; then
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null; then
+    echo "[install] apt-get install chromium"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    echo "[install] the reverie play browser tests need chromium (skipped without it). As" \
+      "root, run: apt-get update && apt-get install -y chromium" >&2
+  fi
+fi
 # torch is pinned to 2.13.0 (the local CPU wheel) by constraints.txt, so no package can pull a
 # CUDA build in its place.
 python -m pip install -q --disable-pip-version-check -c constraints.txt -e "$spec"

@@ -21,6 +21,7 @@ import json
 import logging
 import shutil
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -122,6 +123,7 @@ class WorldModel:
         self._text_encoder = text_encoder
         self.vae_bf16 = True  # bf16 autocast of the VAE on CPU (see `vae_autocast`)
         self._prompt_cache: dict[str, torch.Tensor] = {}
+        self._text_lock = threading.Lock()  # sessions may start from several threads
         self.source = source
 
     # ------------------------------------------------------------------ properties
@@ -190,6 +192,10 @@ class WorldModel:
         """Text states `(1, L, text_dim)` of `prompt` ("" = the empty prompt), cached."""
         if not isinstance(prompt, str):
             raise ValueError(f"prompt must be a string, got {type(prompt).__name__}")
+        with self._text_lock:
+            return self._encode_prompt_locked(prompt)
+
+    def _encode_prompt_locked(self, prompt: str) -> torch.Tensor:
         if prompt not in self._prompt_cache:
             if prompt:
                 states = self.text_encoder.encode([prompt])[0]
@@ -273,8 +279,8 @@ class WorldModel:
     ) -> WorldModel:
         """An untrained `tiny` model (tests, benchmarks, trying the tools without weights).
 
-        The zero-initialised action/pose output layers get small random weights, so actions
-        change the output as they would in a trained model.
+        Zero-initialised layers (the output head, the action/pose projections) get small random
+        weights, so the output depends on the input, text and actions as in a trained model.
         """
         from reverie.models import AttentionConfig, AttentionMode, get_preset
 
@@ -289,8 +295,8 @@ class WorldModel:
         finally:
             torch.random.set_rng_state(torch_state)
         with torch.no_grad():
-            for name, p in dit.named_parameters():
-                if ("action" in name or "pose" in name) and not p.any():
+            for p in dit.parameters():
+                if p.ndim >= 2 and not p.any():
                     p.copy_(0.05 * torch.randn(p.shape, generator=generator))
         return cls(
             WorldModelConfig(resolution=resolution, text_encoder=text_encoder),

@@ -1,0 +1,265 @@
+"""The streaming loop of one play session: a generation thread, held controls, a bounded outbox.
+
+Three parts, so that generation never waits on the network:
+
+- :class:`Controls` — the latest held keys and gamma, written by the WebSocket receive loop and
+  read by the generator once per block (thread-safe, no queue: older key states are simply
+  overwritten).
+- :class:`StreamWorker` — one thread per session: starts the engine session, then loops
+  ``read controls -> Session.step -> JPEG-encode -> hand frames to the event loop``. It paces
+  itself against a presentation clock (at most one block ahead of real time), not against the
+  client.
+- :class:`FrameOutbox` — lives on the event loop; the sender coroutine takes frames from it when
+  they are due. When the client is slow, frames that are overdue beyond ``max_pending`` are
+  dropped (counted), so nothing queues without bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from reverie.camera.actions import ACTION_NAMES
+from reverie.camera.keyboard import keys_to_action
+from reverie.play.clip import ClipBuffer
+from reverie.play.protocol import encode_jpeg
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ControlState:
+    """One snapshot of the client's controls.
+
+    ``received_at`` is the server's ``time.monotonic()`` (seconds) when key message ``seq``
+    arrived (None before any key message).
+    """
+
+    keys: frozenset[str] = frozenset()
+    seq: int = -1
+    received_at: float | None = None
+    gamma: float = 1.0
+
+
+class Controls:
+    """Latest-value store for the held keys and gamma (thread-safe)."""
+
+    def __init__(self, gamma: float = 1.0) -> None:
+        self._lock = threading.Lock()
+        self._state = ControlState(gamma=gamma)
+
+    def set_keys(self, keys: frozenset[str], seq: int) -> None:
+        with self._lock:
+            s = self._state
+            self._state = ControlState(keys, seq, time.monotonic(), s.gamma)
+
+    def set_gamma(self, gamma: float) -> None:
+        with self._lock:
+            s = self._state
+            self._state = ControlState(s.keys, s.seq, s.received_at, gamma)
+
+    def snapshot(self) -> ControlState:
+        with self._lock:
+            return self._state
+
+
+@dataclass
+class OutFrame:
+    """A JPEG frame waiting to be sent at ``present_at`` (``time.monotonic()`` seconds)."""
+
+    present_at: float
+    jpeg: bytes
+    header: dict
+    key_received_at: float | None
+
+
+@dataclass
+class FrameOutbox:
+    """Event-loop side buffer: text events (never dropped) and frames (bounded, drop-oldest).
+
+    Only touch it from the event loop's thread (the worker uses ``call_soon_threadsafe``).
+
+    Args:
+        max_pending: frames allowed to be overdue (due but unsent); older overdue ones drop.
+        capacity: hard bound on buffered frames (drop-oldest beyond it).
+    """
+
+    max_pending: int = 2
+    capacity: int = 16
+    dropped: int = 0
+    _events: collections.deque = field(default_factory=collections.deque)
+    _frames: collections.deque = field(default_factory=collections.deque)
+    _wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def put_event(self, event: dict) -> None:
+        self._events.append(event)
+        self._wakeup.set()
+
+    def put_frame(self, frame: OutFrame) -> None:
+        self._frames.append(frame)
+        while len(self._frames) > self.capacity:
+            self._frames.popleft()
+            self.dropped += 1
+        self._wakeup.set()
+
+    def clear_frames(self) -> None:
+        self._frames.clear()
+
+    def _drop_overdue(self, now: float) -> None:
+        overdue = sum(f.present_at <= now for f in self._frames)
+        for _ in range(overdue - self.max_pending):
+            self._frames.popleft()
+            self.dropped += 1
+
+    def wake(self) -> None:
+        """Make a waiting :meth:`get` look again (e.g. flow control reopened)."""
+        self._wakeup.set()
+
+    async def get(self, may_send_frame: Callable[[], bool] = lambda: True) -> dict | OutFrame:
+        """The next event, or the next frame once it is due and ``may_send_frame()``.
+
+        Waits; while frames are held back (client flow control), overdue ones beyond
+        ``max_pending`` are dropped.
+        """
+        while True:
+            if self._events:
+                return self._events.popleft()
+            delay = None
+            if self._frames:
+                now = time.monotonic()
+                self._drop_overdue(now)
+                if may_send_frame():
+                    delay = self._frames[0].present_at - now
+                    if delay <= 0:
+                        return self._frames.popleft()
+            self._wakeup.clear()
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), delay)
+            except TimeoutError:
+                pass
+
+
+class StreamWorker(threading.Thread):
+    """Generation thread of one session: engine start, then ``step`` once per block.
+
+    Args:
+        model: the world model (``reverie.engine.WorldModel`` interface).
+        image: start image ``(H, W, 3)`` uint8 (resized by the engine).
+        prompt, memory, gamma, seed: ``model.start`` arguments; ``gamma`` is the start value.
+        controls: read once per block.
+        emit: called from this thread with each :class:`OutFrame` and each event dict
+            (``ready``, ``error``); must be thread-safe (the server posts to its event loop).
+        clip: receives every generated frame with its action-log entry.
+        jpeg_quality: 1-95.
+
+    The velocity coefficient read from the controls is set on the engine session
+    (``Session.gamma``, RELIC §5.2) before each step, so the slider acts from the next block.
+    """
+
+    def __init__(
+        self,
+        model,
+        image: np.ndarray,
+        *,
+        prompt: str,
+        memory: str,
+        gamma: float,
+        seed: int,
+        controls: Controls,
+        emit: Callable[[OutFrame | dict], None],
+        clip: ClipBuffer,
+        jpeg_quality: int = 90,
+    ) -> None:
+        super().__init__(name="reverie-play-stream", daemon=True)
+        self.model, self.image, self.prompt = model, image, prompt
+        self.memory, self.gamma_start, self.seed = memory, gamma, seed
+        self.controls, self.emit, self.clip = controls, emit, clip
+        self.jpeg_quality = jpeg_quality
+        self._stop_event = threading.Event()
+
+    def stop(self) -> None:
+        """Ask the loop to finish after the current step (join to wait for it)."""
+        self._stop_event.set()
+
+    def run(self) -> None:
+        try:
+            session = self.model.start(
+                self.image, self.prompt, memory=self.memory, gamma=self.gamma_start, seed=self.seed
+            )
+        except Exception as e:  # any engine failure becomes a message, not a crash
+            log.warning("session start failed: %s", e)
+            self.emit({"type": "error", "message": f"could not start: {e}", "stopped": True})
+            return
+        try:
+            self._loop(session)
+        except Exception as e:  # likewise: the server process keeps running
+            log.exception("stream failed")
+            self.emit({"type": "error", "message": f"generation stopped: {e}", "stopped": True})
+        finally:
+            session.close()
+
+    def _loop(self, session) -> None:
+        fps, n = self.model.fps, self.model.frames_per_step
+        static = keys_to_action(())
+        state = self.controls.snapshot()
+        self.emit({"type": "ready", "memory": self.memory, "prompt": self.prompt})
+        next_time = time.monotonic()
+        self._publish(session, session.first_frame[None], static[None], state, next_time, 0.0)
+        next_time += 1.0 / fps
+        est_step_s = 0.0  # running mean of Session.step time
+        while not self._stop_event.is_set():
+            # Start the step so that its frames are ready about when they are due (one frame of
+            # slack): reading the keys any earlier would only add latency.
+            wait = next_time - est_step_s - 1.0 / fps - time.monotonic()
+            if wait > 0 and self._stop_event.wait(wait):
+                break
+            state = self.controls.snapshot()
+            action = keys_to_action(state.keys)  # (13,), held for the whole step
+            session.gamma = state.gamma
+            t0 = time.perf_counter()
+            frames = session.step(action)  # (n, res, res, 3) uint8
+            step_s = time.perf_counter() - t0
+            est_step_s = step_s if est_step_s == 0.0 else 0.8 * est_step_s + 0.2 * step_s
+            # Frames of a block are spread over the time the next block takes, at most fps.
+            spacing = max(1.0 / fps, est_step_s / n)
+            base = max(next_time, time.monotonic())
+            actions = np.broadcast_to(action, (len(frames), len(action)))  # (n, 13)
+            self._publish(session, frames, actions, state, base, step_s, spacing=spacing)
+            next_time = base + len(frames) * spacing
+
+    def _publish(
+        self,
+        session,
+        frames: np.ndarray,
+        actions: np.ndarray,
+        state: ControlState,
+        base: float,
+        step_s: float,
+        spacing: float = 0.0,
+    ) -> None:
+        """Encode, log and emit ``frames (k, H, W, 3)`` with their ``actions (k, 13)``."""
+        stats = session.stats()
+        for i, (frame, action) in enumerate(zip(frames, actions, strict=True)):
+            index = self.clip.add(frame, action, state.keys, state.gamma)
+            header = {
+                "frame": index,
+                "seq": state.seq,
+                "step_ms": round(1000 * step_s, 1),
+                "gen_fps": round(len(frames) / step_s, 2) if step_s > 0 else None,
+                "cache_tokens": int(stats["cache_tokens"]),
+                "cache_bytes": int(stats["cache_bytes"]),
+                "action": {
+                    name: round(float(v), 3)
+                    for name, v in zip(ACTION_NAMES, action, strict=True)
+                    if v
+                },
+            }
+            jpeg = encode_jpeg(frame, self.jpeg_quality)
+            self.emit(OutFrame(base + i * spacing, jpeg, header, state.received_at))
