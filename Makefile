@@ -2,7 +2,7 @@
 .PHONY: demo test lint bench install install-dev
 
 demo: install
-	reverie render --out data/demo --episodes 4 --seconds 20 --workers 2 --trajectory revisit
+	reverie explore --scene 1000003 --seconds 10 --memory relic --out out/explore.mp4 --json out/explore.json
 
 test: install-dev
 	ruff check src tests benchmarks

@@ -1,7 +1,7 @@
 """`reverie explore`: stream a world model along a camera path and measure it.
 
     reverie explore --scene 1000003 --seconds 10 --memory relic --out out.mp4 --json out.json
-    reverie explore --image start.png --prompt "a red room" --actions "pan_left*32,dolly_in*32"
+    reverie explore --image start.png --prompt "a red room" --actions "pan_left*32 dolly_in*32"
 
 With `--scene SEED` the start frame is rendered from that procedural scene (`reverie.worlds`);
 the camera path is `--trajectory`, `--actions` (integrated from a collision-free start pose
@@ -38,7 +38,7 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_IMAGE_SCRIPT = "pan_left*24,dolly_in*16,pan_right*48,dolly_out*16,pan_left*24"
+DEFAULT_IMAGE_SCRIPT = "pan_left*24 dolly_in*16 pan_right*48 dolly_out*16 pan_left*24"
 
 
 @dataclass
@@ -228,6 +228,7 @@ def explore(args: argparse.Namespace) -> dict[str, Any]:
         "seconds_of_video": len(video) / model.fps,
         "timings_s": {k: stats[k] for k in ("denoise_s", "decode_s", "encode_s")},
     }
+    out.parent.mkdir(parents=True, exist_ok=True)
     write_mp4(out, video, model.fps, pixel_format=VIEWER_PIXEL_FORMAT, crf=18)
     outputs = {"video": str(out)}
     if scene is not None:
@@ -250,6 +251,7 @@ def explore(args: argparse.Namespace) -> dict[str, Any]:
         outputs.update(gt=str(gt_path), compare=str(compare_path))
     metrics["outputs"] = outputs
     if args.json is not None:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         atomic_write_json(args.json, metrics)
     return metrics
 
@@ -270,7 +272,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--image", help="start image (PNG/JPEG), resized/cropped to the model")
     src.add_argument("--prompt", help="text description (default: the scene's caption)")
     path = p.add_argument_group("camera path")
-    path.add_argument("--actions", help='action script, e.g. "pan_left*16,dolly_in+pan_right*8"')
+    path.add_argument("--actions", help='action script, e.g. "pan_left*16 dolly_in+pan_right*8"')
     path.add_argument("--trajectory", help="camera path JSON {R: (T,3,3), P: (T,3)}")
     path.add_argument("--gamma", type=float, default=1.0, help="velocity multiplier (RELIC §5.2)")
     path.add_argument("--seconds", type=float, default=10.0, help="video length (default 10)")

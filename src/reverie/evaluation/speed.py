@@ -1,0 +1,173 @@
+"""`reverie eval speed`: the streaming benchmark per memory policy (RELIC §4.5, MAG §4.1).
+
+For each policy, one session streams ``minutes`` of video from the first frame of held-out
+scene 0 (scene caption as prompt), driven by the commanded actions of a ``mixed`` camera path
+in that scene (looped when the stream is longer than the path). Every ``Session.step`` is timed
+with ``time.perf_counter`` around the call (the call returns uint8 frames on the host, so a
+GPU is synchronised); the first ``warmup_steps`` steps are excluded from the latency
+statistics. About once per ``sample_every_s`` seconds of video the cache size
+(``Session.stats``: tokens and bytes the policy holds) is recorded against the horizon.
+
+Reported per policy: mean / p50 / p95 / max step latency (s), FPS (video frames per second of
+wall time = ``frames_per_step / mean latency``), the real-time factor (FPS / the model's fps),
+the final and the largest cache size, and the curve ``[{t_s, cache_tokens, cache_bytes,
+latency_s}]``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from reverie.evaluation.heldout import (
+    gamma_for,
+    heldout_trajectory_seed,
+    render_heldout,
+    sample_heldout_path,
+)
+
+PATH_SECONDS = 30.0
+"""Length of the camera path whose actions drive the stream (looped), seconds."""
+
+
+@dataclass(frozen=True)
+class SpeedConfig:
+    """Settings of the streaming benchmark.
+
+    Attributes:
+        minutes: video length streamed per policy, minutes.
+        policies: memory policies to time.
+        warmup_steps: first steps left out of the latency statistics.
+        sample_every_s: cache-size sampling interval, seconds of video.
+        seed: generation seed.
+    """
+
+    minutes: float = 1.0
+    policies: tuple[str, ...] = ("full", "window", "relic", "mag", "retrieval")
+    warmup_steps: int = 3
+    sample_every_s: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.minutes > 0 or not self.sample_every_s > 0 or not self.policies:
+            raise ValueError("need --minutes > 0, sample_every_s > 0 and at least one policy")
+        if self.warmup_steps < 0:
+            raise ValueError(f"--warmup-steps must be >= 0, got {self.warmup_steps}")
+
+
+def stream(
+    model,
+    image,
+    prompt: str,
+    actions: np.ndarray,
+    gamma: float,
+    policy: str,
+    steps: int,
+    cfg: SpeedConfig,
+) -> dict:
+    """Time ``steps`` steps of one session; returns latencies, curve and summary.
+
+    Shapes: image ``(res, res, 3)`` uint8; actions ``(N, 13)`` float32, ``N >= frames_per_step``
+    (looped).
+    """
+    fs = model.frames_per_step
+    session = model.start(image, prompt, memory=policy, gamma=gamma, seed=cfg.seed)
+    every = max(1, round(cfg.sample_every_s * model.fps / fs))
+    latencies, curve = [], []
+    n = (len(actions) - 1) // fs * fs  # whole steps of the path after its first frame
+    for k in range(steps):
+        j = 1 + (k * fs) % n
+        a = actions[j : j + fs]
+        tic = time.perf_counter()
+        session.step(a)
+        latencies.append(time.perf_counter() - tic)
+        if k % every == every - 1 or k == steps - 1:
+            st = session.stats()
+            curve.append(
+                {
+                    "t_s": st["frames"] / model.fps,
+                    "cache_tokens": int(st["cache_tokens"]),
+                    "cache_bytes": int(st["cache_bytes"]),
+                    "cache_frames": int(st["cache_frames"]),
+                    "latency_s": latencies[-1],
+                }
+            )
+    session.close()
+    lat = np.asarray(latencies[cfg.warmup_steps :] or latencies)
+    mean = float(lat.mean())
+    return {
+        "steps": steps,
+        "seconds": steps * fs / model.fps,
+        "latency_mean_s": mean,
+        "latency_p50_s": float(np.percentile(lat, 50)),
+        "latency_p95_s": float(np.percentile(lat, 95)),
+        "latency_max_s": float(lat.max()),
+        "fps": fs / mean,
+        "realtime_factor": fs / mean / model.fps,
+        "final_cache_tokens": curve[-1]["cache_tokens"],
+        "final_cache_bytes": curve[-1]["cache_bytes"],
+        "max_cache_tokens": max(c["cache_tokens"] for c in curve),
+        "max_cache_bytes": max(c["cache_bytes"] for c in curve),
+        "curve": curve,
+    }
+
+
+def run_speed(model, cfg: SpeedConfig, *, progress: bool = True) -> dict:
+    """Stream ``cfg.minutes`` of video per policy; returns the JSON-serialisable result.
+
+    Raises:
+        ValueError: an unknown policy.
+    """
+    import torch
+    from tqdm import tqdm
+
+    unknown = [p for p in cfg.policies if p not in model.memory_policies]
+    if unknown:
+        raise ValueError(
+            f"unknown memory policies {unknown}; this model has {list(model.memory_policies)}"
+        )
+    fs = model.frames_per_step
+    steps = max(1, math.ceil(cfg.minutes * 60 * model.fps / fs))
+    spec, traj = sample_heldout_path(0, "mixed", PATH_SECONDS, model.fps)
+    gt = render_heldout(
+        0,
+        spec,
+        traj.R[:1],
+        traj.P[:1],
+        trajectory_seed=heldout_trajectory_seed(0),
+        resolution=model.resolution,
+        fps=model.fps,
+    )
+    from reverie.camera import poses_to_actions
+
+    actions, scale = poses_to_actions(traj.R, traj.P)
+    result: dict = {
+        "benchmark": "speed",
+        "config": asdict(cfg),
+        "device": str(model.device),
+        "torch_threads": torch.get_num_threads(),
+        "policies": {},
+    }
+    for policy in tqdm(cfg.policies, desc="speed", disable=not progress):
+        result["policies"][policy] = stream(
+            model, gt.frames[0], gt.caption, actions, gamma_for(model, scale), policy, steps, cfg
+        )
+    return result
+
+
+def format_table(result: dict) -> str:
+    """Short text table (one row per policy)."""
+    lines = [
+        f"{'policy':<10} {'FPS':>7} {'x real':>6} {'p50 ms':>7} {'p95 ms':>7} "
+        f"{'cache tok':>9} {'cache MB':>8} {'video s':>7}"
+    ]
+    for name, r in result["policies"].items():
+        lines.append(
+            f"{name:<10} {r['fps']:7.2f} {r['realtime_factor']:6.2f} "
+            f"{1e3 * r['latency_p50_s']:7.1f} {1e3 * r['latency_p95_s']:7.1f} "
+            f"{r['max_cache_tokens']:9d} {r['max_cache_bytes'] / 2**20:8.2f} {r['seconds']:7.1f}"
+        )
+    return "\n".join(lines)
