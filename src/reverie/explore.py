@@ -203,9 +203,10 @@ def explore(args: argparse.Namespace) -> dict[str, Any]:
         print(f"reverie explore: start image {session.image_note}", file=sys.stderr)
     frames, first_latency = [session.first_frame[None]], None
     step = model.frames_per_step
+    blocks = (path.actions[i : i + step] for i in range(1, count, step))
     with tqdm(total=count - 1, desc="explore", unit="frame", disable=args.quiet) as bar:
-        for i in range(1, count, step):
-            frames.append(session.step(path.actions[i : i + step]))
+        for block in session.stream(blocks):  # denoise k + 1 while decoding k
+            frames.append(block)
             if first_latency is None:
                 first_latency = time.perf_counter() - tic
             bar.update(step)

@@ -183,3 +183,15 @@ def test_load_image_fits_and_refuses(tmp_path):
 
 def test_action_index_static_is_last():
     assert ACTION_INDEX["static"] == 12
+
+
+def test_stream_pipelines_the_same_frames_as_step(model, image):
+    steps = [{"dolly_in"}, {"pan_left"}, {"truck_right", "tilt_up"}]
+    one_by_one = model.start(image, "x", seed=7)
+    expected = [one_by_one.step(a) for a in steps]
+    streamed = model.start(image, "x", seed=7)
+    got = list(streamed.stream(steps))
+    assert len(got) == len(expected)
+    for a, b in zip(got, expected, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert streamed.stats()["generated_frames"] == 3 * model.frames_per_step

@@ -23,6 +23,8 @@ import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -582,6 +584,32 @@ class Session:
         Raises:
             ValueError: bad actions (the session is unchanged). RuntimeError: closed session.
         """
+        start = time.perf_counter()
+        frames = self._finish(self._generate(actions))
+        self.last_step_latency_s = time.perf_counter() - start
+        return frames
+
+    def stream(self, steps: Iterable[Any]) -> Iterator[np.ndarray]:
+        """`step` for each item of `steps`, pipelined over two threads: block k is decoded
+        on a worker thread while block k + 1 is denoised, so on 2 cores a step costs about
+        max(denoise, decode) instead of their sum. Yields the same frames as `step` would.
+
+        Raises:
+            as `step`; an error in one item stops the stream after the frames before it.
+        """
+        with ThreadPoolExecutor(1, thread_name_prefix="reverie-decode") as pool:
+            pending: Future | None = None
+            for actions in steps:
+                with torch.inference_mode():
+                    block = self._generate(actions)
+                if pending is not None:
+                    yield pending.result()
+                pending = pool.submit(self._finish_in_worker, block)
+            if pending is not None:
+                yield pending.result()
+
+    def _generate(self, actions: Any) -> torch.Tensor:
+        """Denoise and write one block (main thread); returns its clean latents."""
         self._check_open()
         a = self.parse_actions(actions)
         R, P = self._integrate(a)
@@ -605,10 +633,17 @@ class Session:
         self.timings["denoise_s"] += time.perf_counter() - start
         self.latent_frames += block.shape[1]
         self._record(a, R, P)
+        return block
+
+    def _finish(self, block: torch.Tensor) -> np.ndarray:
+        """Decode a generated block into frames and count them."""
         frames = self._decode(block)
         self.generated_frames += len(frames)
-        self.last_step_latency_s = time.perf_counter() - start
         return frames
+
+    def _finish_in_worker(self, block: torch.Tensor) -> np.ndarray:
+        with torch.inference_mode():
+            return self._finish(block)
 
     @torch.inference_mode()
     def observe(self, frames: np.ndarray, actions: Any) -> np.ndarray:

@@ -2,11 +2,13 @@
 
 For each policy, one session streams ``minutes`` of video from the first frame of held-out
 scene 0 (scene caption as prompt), driven by the commanded actions of a ``mixed`` camera path
-in that scene (looped when the stream is longer than the path). Every ``Session.step`` is timed
-with ``time.perf_counter`` around the call (the call returns uint8 frames on the host, so a
-GPU is synchronised); the first ``warmup_steps`` steps are excluded from the latency
-statistics. About once per ``sample_every_s`` seconds of video the cache size
-(``Session.stats``: tokens and bytes the policy holds) is recorded against the horizon.
+in that scene (looped when the stream is longer than the path). The session streams with
+``Session.stream`` (block k is VAE-decoded on a second thread while block k + 1 is denoised, as
+``reverie explore`` does); each step's "latency" is the wall time between consecutive frame
+blocks reaching the caller (uint8 frames on the host, so a GPU is synchronised); the first
+``warmup_steps`` steps are excluded from the latency statistics. About once per
+``sample_every_s`` seconds of video the cache size (``Session.stats``: tokens and bytes the
+policy holds) is recorded against the horizon.
 
 Reported per policy: mean / p50 / p95 / max step latency (s), FPS (video frames per second of
 wall time = ``frames_per_step / mean latency``), the real-time factor (FPS / the model's fps),
@@ -78,12 +80,12 @@ def stream(
     every = max(1, round(cfg.sample_every_s * model.fps / fs))
     latencies, curve = [], []
     n = (len(actions) - 1) // fs * fs  # whole steps of the path after its first frame
-    for k in range(steps):
-        j = 1 + (k * fs) % n
-        a = actions[j : j + fs]
-        tic = time.perf_counter()
-        session.step(a)
-        latencies.append(time.perf_counter() - tic)
+    blocks = (actions[1 + (k * fs) % n : 1 + (k * fs) % n + fs] for k in range(steps))
+    tic = time.perf_counter()
+    for k, _ in enumerate(session.stream(blocks)):  # denoise k + 1 while decoding k
+        now = time.perf_counter()
+        latencies.append(now - tic)  # wall time per step in the pipelined stream
+        tic = now
         if k % every == every - 1 or k == steps - 1:
             st = session.stats()
             curve.append(
