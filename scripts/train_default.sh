@@ -16,57 +16,65 @@ cd "$(dirname "$0")/.."
 WORK=${WORK:-runs/default}
 OUT=${OUT:-src/reverie/assets/default}
 EPISODES=${EPISODES:-160}           # x 20 s at 16 fps, 64x64 (~53 min of video)
-VAE_STEPS=${VAE_STEPS:-1000}
-TEACHER_STEPS=${TEACHER_STEPS:-600}
-ODE_SHARDS=${ODE_SHARDS:-12}        # x 4 clips of 20 latent frames
-STUDENT_STEPS=${STUDENT_STEPS:-400}
-MAG_STEPS=${MAG_STEPS:-150}
-RETRIEVAL_STEPS=${RETRIEVAL_STEPS:-150}
-PROBE_STEPS=${PROBE_STEPS:-600}
+VAE_STEPS=${VAE_STEPS:-1200}
+TEACHER_STEPS=${TEACHER_STEPS:-2000}
+ODE_SHARDS=${ODE_SHARDS:-24}        # x 4 clips of 20 latent frames
+STUDENT_STEPS=${STUDENT_STEPS:-1000}
+MAG_STEPS=${MAG_STEPS:-200}
+RETRIEVAL_STEPS=${RETRIEVAL_STEPS:-2000}
+PROBE_STEPS=${PROBE_STEPS:-2000}
 DEVICE=${DEVICE:-cpu}               # cuda trains the same recipe on a GPU
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}   # 1 thread: 2-thread OpenMP collapses under load
 
 DATA=$WORK/data/worlds
 common="trainer.device=$DEVICE trainer.precision=bf16"
 log() { echo "[train_default $(date +%H:%M:%S)] $*"; }
+mkdir -p "$WORK"
+# timed NAME CMD...: run CMD, append {"stage", "seconds", "finished"} to $WORK/stage_times.jsonl
+timed() {
+  local name=$1 t0 t1; shift
+  t0=$(date +%s.%N); "$@"; t1=$(date +%s.%N)
+  printf '{"stage": "%s", "seconds": %.1f, "finished": "%s"}\n' "$name" \
+    "$(python -c "print($t1 - $t0)")" "$(date -u +%FT%TZ)" >> "$WORK/stage_times.jsonl"
+}
 
 log "1/9 render $EPISODES training episodes"
-reverie render --out "$DATA" --episodes "$EPISODES" --seconds 20 --resolution 64 \
+timed render reverie render --out "$DATA" --episodes "$EPISODES" --seconds 20 --resolution 64 \
   --workers 2 --trajectory mixed --seed 0
 
 log "2/9 vae ($VAE_STEPS steps)"
-reverie train vae --config configs/tiny/vae.yaml --resume $common \
+timed vae reverie train vae --config configs/tiny/vae.yaml --resume $common \
   data.dataset="$DATA" trainer.run_dir="$WORK/vae" trainer.max_steps="$VAE_STEPS" \
   trainer.checkpoint_every=200 data.clips_per_episode=64
 
 log "3/9 encode latents"
-reverie encode --data "$DATA" --vae "$WORK/vae" --out "$WORK/latents" --precision bf16 \
+timed encode reverie encode --data "$DATA" --vae "$WORK/vae" --out "$WORK/latents" --precision bf16 \
   --device "$DEVICE"
 
 log "4/9 teacher ($TEACHER_STEPS steps)"
-reverie train teacher --config configs/tiny/teacher.yaml --resume $common \
+timed teacher reverie train teacher --config configs/tiny/teacher.yaml --resume $common \
   data.latents="$WORK/latents" trainer.run_dir="$WORK/teacher" \
   trainer.max_steps="$TEACHER_STEPS" trainer.checkpoint_every=100
 
 log "5/9 teacher ODE trajectories ($ODE_SHARDS shards)"
-reverie train ode --config configs/tiny/ode.yaml --resume trainer.device="$DEVICE" \
+timed ode reverie train ode --config configs/tiny/ode.yaml --resume trainer.device="$DEVICE" \
   ode.teacher="$WORK/teacher" ode.latents="$WORK/latents" ode.out="$WORK/ode" \
   trainer.run_dir="$WORK/ode-run" trainer.max_steps="$ODE_SHARDS"
 
 log "6/9 student: ODE init with hybrid forcing ($STUDENT_STEPS steps)"
-reverie train student --config configs/tiny/student.yaml --resume $common \
+timed student reverie train student --config configs/tiny/student.yaml --resume $common \
   teacher="$WORK/teacher" data.trajectories="$WORK/ode" trainer.run_dir="$WORK/student" \
   trainer.max_steps="$STUDENT_STEPS" trainer.checkpoint_every=100
 
 STUDENT_CKPT=$(ls -d "$WORK"/student/checkpoints/step_* | sort | tail -1)
 log "7/9 MAG memory model ($MAG_STEPS steps, from $STUDENT_CKPT)"
-reverie train mag --config configs/tiny/mag.yaml --resume $common \
+timed mag reverie train mag --config configs/tiny/mag.yaml --resume $common \
   model.init="$STUDENT_CKPT/student.ema.safetensors" data.latents="$WORK/latents" \
   trainer.run_dir="$WORK/mag" trainer.max_steps="$MAG_STEPS" trainer.checkpoint_every=50 \
   eval.every="$MAG_STEPS"
 
 log "8/9 retrieval embedder ($RETRIEVAL_STEPS steps)"
-reverie train retrieval --config configs/tiny/retrieval.yaml --resume $common \
+timed retrieval reverie train retrieval --config configs/tiny/retrieval.yaml --resume $common \
   data.latents="$WORK/latents" trainer.run_dir="$WORK/retrieval" \
   trainer.max_steps="$RETRIEVAL_STEPS" trainer.checkpoint_every=50
 
@@ -75,6 +83,6 @@ python -m reverie.engine.export --vae "$WORK/vae" --latents "$WORK/latents" \
   --student "$WORK/student" --mag "$WORK/mag" --retrieval "$WORK/retrieval" --out "$OUT"
 if reverie eval train-probe --help >/dev/null 2>&1; then
   log "pose probe for reverie eval actions ($PROBE_STEPS steps)"
-  reverie eval train-probe --data "$DATA" --out "$WORK/probe" --steps "$PROBE_STEPS"
+  timed probe reverie eval train-probe --data "$DATA" --out "$WORK/probe" --steps "$PROBE_STEPS" --stride 4
 fi
 log "done: reverie explore --scene 1000003 --out out.mp4"
