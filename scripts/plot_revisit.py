@@ -53,7 +53,8 @@ def plot(result: dict, out: Path, min_count: int = 4) -> None:
     ax.set_ylabel("revisit PSNR vs ground truth (dB)")
     n = len(result["episodes"])
     scenes = f"{n} held-out scene{'s' if n != 1 else ''}"
-    ax.set_title(f"Revisit consistency, {scenes} ({result['model']['source']})")
+    source = Path(str(result['model']['source'])).name or 'model'
+    ax.set_title(f"Revisit consistency, {scenes} ({source})")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
