@@ -172,12 +172,16 @@ def peak_rss_mb() -> float:
 
 def explore(args: argparse.Namespace) -> dict[str, Any]:
     """Run one exploration; write the videos and the metrics JSON; return the metrics."""
+    import torch
     from tqdm import tqdm
 
     from reverie.data.video import VIEWER_PIXEL_FORMAT, write_mp4
     from reverie.engine import WorldModel
     from reverie.io import atomic_write_json
 
+    if args.threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {args.threads}")
+    torch.set_num_threads(args.threads)
     if (args.scene is None) == (args.image is None):
         raise ValueError("give exactly one of --scene SEED or --image PNG")
     if args.trajectory is not None and args.actions is not None:
@@ -281,6 +285,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", help="world model directory (default: the shipped model)")
     p.add_argument("--random", action="store_true", help="untrained tiny model (testing)")
     p.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads per stream thread (default 1: denoising and VAE decoding already "
+        "run on two threads; more oversubscribes a 2-core CPU)",
+    )
     p.add_argument("--out", default="out.mp4", help="output video (default out.mp4)")
     p.add_argument("--json", help="metrics JSON path")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

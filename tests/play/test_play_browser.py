@@ -3,7 +3,8 @@
 The page is driven like a person would: start a scene, hold keys, watch frames change, read the
 FPS readout; then more tabs than the session limit. With ``REVERIE_SCREENSHOT=path`` the first
 test saves a screenshot of the page there (docs/images/play.png); ``REVERIE_PLAY_TEST_MODEL=random``
-runs it on the untrained engine model instead of the fast fake (slower, for the screenshot).
+(or ``default``: the shipped model) runs it on the engine instead of the fast fake (slower, for
+the screenshot).
 """
 
 from __future__ import annotations
@@ -37,14 +38,16 @@ def browser():
 
 
 def test_play_page_streams_and_reacts_to_keys(browser, request):
-    if os.environ.get("REVERIE_PLAY_TEST_MODEL") == "random":
+    which = os.environ.get("REVERIE_PLAY_TEST_MODEL")
+    if which in ("random", "default"):
         from reverie.engine import WorldModel
 
         torch = pytest.importorskip("torch")
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # as `reverie play` does
         request.addfinalizer(lambda: torch.set_num_threads(threads))
-        model, patience_ms = WorldModel.random(seed=0), 120_000
+        model = WorldModel.random(seed=0) if which == "random" else WorldModel.from_pretrained()
+        patience_ms = 120_000
     else:
         model, patience_ms = FakeModel(), 15_000
     with serve_in_background(create_app(lambda: model, default_memory="relic")) as url:
