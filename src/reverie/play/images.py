@@ -17,6 +17,8 @@ from threading import Lock
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from reverie.engine.images import load_image
+
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 MAX_UPLOAD_PIXELS = 40_000_000  # width * height; larger images are refused before decoding
 
@@ -76,8 +78,7 @@ def decode_upload(data: bytes, resolution: int) -> np.ndarray:
                     f"(at most {MAX_UPLOAD_PIXELS // 1_000_000} megapixels)"
                 )
             img = ImageOps.exif_transpose(img).convert("RGB")
-            img = ImageOps.fit(img, (resolution, resolution), Image.Resampling.LANCZOS)
-            return np.asarray(img, dtype=np.uint8).copy()
+            return load_image(img, resolution)[0]  # the engine's centre crop + resize
     except UnidentifiedImageError:
         raise ValueError("not a readable image (PNG, JPEG, WebP, ...)") from None
     except (OSError, SyntaxError, Image.DecompressionBombError) as e:  # truncated, corrupt
