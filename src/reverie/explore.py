@@ -102,13 +102,12 @@ def read_trajectory(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     return R, P
 
 
-def path_from_poses(R: np.ndarray, P: np.ndarray, metres_per_unit: float) -> CameraPath:
+def path_from_poses(R: np.ndarray, P: np.ndarray, model) -> CameraPath:
     """Actions (RELIC Algorithm 1) and the gamma that makes them reproduce `P`."""
     from reverie.camera.actions import poses_to_actions
 
     actions, scale = poses_to_actions(R, P)
-    gamma = scale / metres_per_unit if scale > 0 else 1.0
-    return CameraPath(actions.astype(np.float32), gamma, R, P)
+    return CameraPath(actions.astype(np.float32), model.gamma_for(scale), R, P)
 
 
 def plan_path(args: argparse.Namespace, model, count: int):
@@ -121,7 +120,7 @@ def plan_path(args: argparse.Namespace, model, count: int):
     if args.scene is None:
         if args.trajectory is not None:
             R, P = read_trajectory(args.trajectory)
-            path = path_from_poses(R, P, unit)
+            path = path_from_poses(R, P, model)
             path.R = path.P = None
             path.gamma *= args.gamma
         else:
@@ -140,7 +139,7 @@ def plan_path(args: argparse.Namespace, model, count: int):
     seconds = count / fps + 1.0
     if args.trajectory is not None:
         R, P = read_trajectory(args.trajectory)
-        path = path_from_poses(R, P, unit)
+        path = path_from_poses(R, P, model)
     elif scripted is not None:
         start = sample_trajectory(spec, "revisit", seconds=1.0, fps=fps, seed=args.scene)
         actions = fit_actions(scripted, count)
@@ -148,7 +147,7 @@ def plan_path(args: argparse.Namespace, model, count: int):
         path = CameraPath(actions, args.gamma, R, P)
     else:
         traj = sample_trajectory(spec, "revisit", seconds=seconds, fps=fps, seed=args.scene)
-        path = path_from_poses(traj.R[:count], traj.P[:count], unit)
+        path = path_from_poses(traj.R[:count], traj.P[:count], model)
         path.gamma *= args.gamma
     if len(path.actions) < count:
         raise ValueError(f"the camera path has {len(path.actions)} frames, {count} are needed")

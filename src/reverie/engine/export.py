@@ -28,7 +28,7 @@ from reverie.tokenizer import VideoVAE
 
 
 def run_summary(run_dir: Path) -> dict[str, Any]:
-    """Steps, wall time (s) and first/last logged losses of a training run (`metrics.jsonl`)."""
+    """Steps and first/last logged losses of a training run (`metrics.jsonl`)."""
     path = Path(run_dir) / "metrics.jsonl"
     if not path.is_file():
         return {}
@@ -40,9 +40,6 @@ def run_summary(run_dir: Path) -> dict[str, Any]:
     summary: dict[str, Any] = {"steps": rows[-1]["step"]}
     for key in losses:
         summary[key] = {"first": rows[0].get(key), "last": rows[-1].get(key)}
-    for key in ("wall_s", "elapsed_s", "time_s"):
-        if key in rows[-1]:
-            summary["wall_s"] = rows[-1][key]
     return summary
 
 

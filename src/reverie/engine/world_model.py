@@ -65,6 +65,13 @@ DIT_DIR, VAE_DIR, MEMORY_DIR, RETRIEVAL_DIR = "dit", "vae", "memory_model", "ret
 RETRIEVAL_WEIGHTS, RETRIEVAL_CONFIG = "embedder.safetensors", "embedder_config.json"
 
 
+def gamma_for_scale(action_scale: float, metres_per_unit: float) -> float:
+    """`action_scale / metres_per_unit` (see `WorldModel.gamma_for`); 1 for a static path."""
+    if not action_scale > 0:
+        return 1.0
+    return float(action_scale) / float(metres_per_unit)
+
+
 def resolve_model_dir(path: str | Path | None) -> Path:
     """`None` or `"default"` -> the shipped default model's directory; else `path`.
 
@@ -206,6 +213,13 @@ class WorldModel:
             dtype = next(self.dit.parameters()).dtype
             self._prompt_cache[prompt] = states.to(self.device, dtype)
         return self._prompt_cache[prompt]
+
+    def gamma_for(self, action_scale: float) -> float:
+        """The session gamma that replays a camera path whose actions were normalised by
+        `action_scale` (RELIC Algorithm 1's d-bar, metres per frame): a unit translation then
+        moves `gamma * metres_per_unit = action_scale` metres per frame (RELIC §5.2).
+        A static path (`action_scale == 0`) gets gamma 1."""
+        return gamma_for_scale(action_scale, self.config.metres_per_unit)
 
     def make_policy(self, name: str, **options: Any) -> MemoryPolicy:
         """A fresh memory policy by name, with this model's components and defaults.

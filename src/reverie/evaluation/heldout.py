@@ -180,7 +180,9 @@ def gamma_for(model, action_scale: float) -> float:
     ``action_scale`` (d-bar, metres per frame), so ``gamma = action_scale / metres_per_unit``
     replays the ground-truth path exactly.
     """
-    return float(action_scale) / float(model.config.metres_per_unit)
+    from reverie.engine.world_model import gamma_for_scale
+
+    return gamma_for_scale(action_scale, model.config.metres_per_unit)
 
 
 def model_info(model) -> dict:
