@@ -3,10 +3,13 @@
 # and package it into src/reverie/assets/default (reverie.WorldModel.from_pretrained()).
 #
 #   bash scripts/train_default.sh                 # everything; re-running resumes every stage
-#   VAE_STEPS=200 TEACHER_STEPS=50 bash scripts/train_default.sh   # shorter
+#   TEACHER_STEPS=50 STUDENT_STEPS=50 bash scripts/train_default.sh   # shorter
 #
-# Every stage is resumable (`--resume`, sharded encode/ODE outputs), so an interrupted run
-# continues where it stopped. Stage step counts are the values used for the shipped model
+# The tokenizer is the linear patch tokenizer (`reverie fit-tokenizer`: whitened PCA of 4x4 RGB
+# patches, seconds to fit; 16 x 16 x 16 latents for 64x64 video), and the DiT the `tiny-patch4`
+# preset (patch 1x4x4: 16 tokens per latent frame). The learned Wan VAE stays available
+# (`reverie train vae`, configs/tiny/vae.yaml). Every stage is resumable (`--resume`, sharded
+# encode/ODE outputs), so an interrupted run continues where it stopped. Stage step counts are the values used for the shipped model
 # (docs/model_card.md has the wall times measured on the 2-core CPU machine).
 # Training scenes: `reverie render --seed 0` (scene seeds from episode_seeds(0, i)); evaluation
 # uses the held-out scene seeds 1_000_000 + i (reverie.evaluation.heldout), never seen here.
@@ -15,19 +18,24 @@ cd "$(dirname "$0")/.."
 
 WORK=${WORK:-runs/default}
 OUT=${OUT:-src/reverie/assets/default}
-EPISODES=${EPISODES:-160}           # x 20 s at 16 fps, 64x64 (~53 min of video)
-VAE_STEPS=${VAE_STEPS:-1200}
+EPISODES=${EPISODES:-400}           # x 20 s at 16 fps, 64x64 (~2.2 h of video)
+FIT_EPISODES=${FIT_EPISODES:-96}    # episodes the tokenizer's PCA is fitted on
 TEACHER_STEPS=${TEACHER_STEPS:-2000}
-ODE_SHARDS=${ODE_SHARDS:-24}        # x 4 clips of 20 latent frames
+TEACHER_BATCH=${TEACHER_BATCH:-16}  # x 20 latent frames x 16 tokens
+ODE_SHARDS=${ODE_SHARDS:-48}        # x 4 clips of 20 latent frames
 STUDENT_STEPS=${STUDENT_STEPS:-1000}
+STUDENT_BATCH=${STUDENT_BATCH:-8}
 MAG_STEPS=${MAG_STEPS:-200}
 RETRIEVAL_STEPS=${RETRIEVAL_STEPS:-2000}
 PROBE_STEPS=${PROBE_STEPS:-2000}
 DEVICE=${DEVICE:-cpu}               # cuda trains the same recipe on a GPU
-export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}   # 1 thread: 2-thread OpenMP collapses under load
+# 2 threads on an otherwise idle 2-core machine; use 1 if anything else runs beside it
+# (2-thread OpenMP steps collapse to less than half speed under contention).
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 
 DATA=$WORK/data/worlds
 common="trainer.device=$DEVICE trainer.precision=bf16"
+dit="model.preset=tiny-patch4"
 log() { echo "[train_default $(date +%H:%M:%S)] $*"; }
 mkdir -p "$WORK"
 # timed NAME CMD...: run CMD, append {"stage", "seconds", "finished"} to $WORK/stage_times.jsonl
@@ -42,19 +50,17 @@ log "1/9 render $EPISODES training episodes"
 timed render reverie render --out "$DATA" --episodes "$EPISODES" --seconds 20 --resolution 64 \
   --workers 2 --trajectory mixed --seed 0
 
-log "2/9 vae ($VAE_STEPS steps)"
-timed vae reverie train vae --config configs/tiny/vae.yaml --resume $common \
-  data.dataset="$DATA" trainer.run_dir="$WORK/vae" trainer.max_steps="$VAE_STEPS" \
-  trainer.checkpoint_every=200 data.clips_per_episode=64
+log "2/9 tokenizer: whitened PCA of 4x4 patches on $FIT_EPISODES episodes"
+timed tokenizer reverie fit-tokenizer --data "$DATA" --out "$WORK/vae" --channels 16 --patch 4 \
+  --episodes "$FIT_EPISODES"
 
 log "3/9 encode latents"
-timed encode reverie encode --data "$DATA" --vae "$WORK/vae" --out "$WORK/latents" --precision bf16 \
-  --device "$DEVICE"
+timed encode reverie encode --data "$DATA" --vae "$WORK/vae" --out "$WORK/latents" --device "$DEVICE"
 
 log "4/9 teacher ($TEACHER_STEPS steps)"
-timed teacher reverie train teacher --config configs/tiny/teacher.yaml --resume $common \
-  data.latents="$WORK/latents" trainer.run_dir="$WORK/teacher" \
-  trainer.max_steps="$TEACHER_STEPS" trainer.checkpoint_every=100
+timed teacher reverie train teacher --config configs/tiny/teacher.yaml --resume $common $dit \
+  data.latents="$WORK/latents" trainer.run_dir="$WORK/teacher" data.batch_size="$TEACHER_BATCH" \
+  trainer.max_steps="$TEACHER_STEPS" trainer.checkpoint_every=100 trainer.log_every=20
 
 log "5/9 teacher ODE trajectories ($ODE_SHARDS shards)"
 timed ode reverie train ode --config configs/tiny/ode.yaml --resume trainer.device="$DEVICE" \
@@ -62,13 +68,14 @@ timed ode reverie train ode --config configs/tiny/ode.yaml --resume trainer.devi
   trainer.run_dir="$WORK/ode-run" trainer.max_steps="$ODE_SHARDS"
 
 log "6/9 student: ODE init with hybrid forcing ($STUDENT_STEPS steps)"
-timed student reverie train student --config configs/tiny/student.yaml --resume $common \
+timed student reverie train student --config configs/tiny/student.yaml --resume $common $dit \
   teacher="$WORK/teacher" data.trajectories="$WORK/ode" trainer.run_dir="$WORK/student" \
+  data.batch_size="$STUDENT_BATCH" \
   trainer.max_steps="$STUDENT_STEPS" trainer.checkpoint_every=100
 
 STUDENT_CKPT=$(ls -d "$WORK"/student/checkpoints/step_* | sort | tail -1)
 log "7/9 MAG memory model ($MAG_STEPS steps, from $STUDENT_CKPT)"
-timed mag reverie train mag --config configs/tiny/mag.yaml --resume $common \
+timed mag reverie train mag --config configs/tiny/mag.yaml --resume $common $dit \
   model.init="$STUDENT_CKPT/student.ema.safetensors" data.latents="$WORK/latents" \
   trainer.run_dir="$WORK/mag" trainer.max_steps="$MAG_STEPS" trainer.checkpoint_every=50 \
   eval.every="$MAG_STEPS"

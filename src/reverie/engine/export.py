@@ -24,7 +24,6 @@ from reverie.engine.config import WorldModelConfig
 from reverie.engine.world_model import WorldModel
 from reverie.models import WanDiT
 from reverie.models.state_dicts import load_state_dict_checked
-from reverie.tokenizer import VideoVAE
 
 
 def run_summary(run_dir: Path) -> dict[str, Any]:
@@ -72,11 +71,7 @@ def export(
     if "latent_mean" not in index:
         raise ValueError(f"{latents}: encode has not finished (no latent statistics)")
     trained_vae = load_trained_vae(vae).vae
-    config = trained_vae.config.replace(
-        latents_mean=tuple(index["latent_mean"]), latents_std=tuple(index["latent_std"])
-    )
-    packaged_vae = VideoVAE(config)
-    packaged_vae.model.load_state_dict(trained_vae.model.state_dict())
+    packaged_vae = trained_vae.with_latent_stats(index["latent_mean"], index["latent_std"])
 
     weights, backbone = resolve_weights(Path(student), "student")
     ckpt = latest_checkpoint(Path(student)) or Path(student)

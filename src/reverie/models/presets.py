@@ -51,6 +51,10 @@ register_preset(
         poses=PoseEncoderConfig(hidden_dim=64),
     ),
 )
+# `tiny` on the linear patch tokenizer's 4x latents (16 x 16 x 16 for 64x64 video,
+# `reverie.tokenizer.PatchTokenizer`): patch (1, 4, 4) keeps 16 tokens per latent frame, so the
+# streaming cost equals `tiny` on the 8x Wan VAE's latents with patch (1, 2, 2).
+register_preset("tiny-patch4", PRESETS.get("tiny").replace(patch_size=(1, 4, 4)))
 # One-GPU experiments (~DiT-B width, ~150M parameters).
 register_preset(
     "small",

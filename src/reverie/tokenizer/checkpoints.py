@@ -1,7 +1,9 @@
-"""Save and load `VideoVAE` checkpoints: `vae.safetensors` + `vae_config.json` in one directory.
+"""Save and load tokenizer checkpoints: `vae.safetensors` + `vae_config.json` in one directory.
 
-Weights use diffusers' `AutoencoderKLWan` state-dict names, so a converted Wan2.1 VAE loads with
-the `wan2.1` config. Both files are written atomically (temporary file, then `os.replace`).
+Two tokenizers share the format: `VideoVAE` (weights under diffusers' `AutoencoderKLWan`
+state-dict names, so a converted Wan2.1 VAE loads with the `wan2.1` config) and the linear
+`PatchTokenizer` (its config has `"kind": "patch"`). Both files are written atomically
+(temporary file, then `os.replace`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from safetensors.torch import load_file
 
 from reverie.io import atomic_write_text, save_safetensors
 from reverie.tokenizer.config import VAEConfig
+from reverie.tokenizer.patch import PatchTokenizer, PatchTokenizerConfig
 from reverie.tokenizer.vae import VideoVAE
 
 logger = logging.getLogger(__name__)
@@ -23,11 +26,19 @@ WEIGHTS_NAME = "vae.safetensors"
 CONFIG_NAME = "vae_config.json"
 
 
-def save_vae(vae: VideoVAE, directory: str | Path) -> Path:
+Tokenizer = VideoVAE | PatchTokenizer
+
+
+def _weights_module(vae: Tokenizer) -> torch.nn.Module:
+    """The module whose state dict is stored (diffusers' module for a `VideoVAE`)."""
+    return vae.model if isinstance(vae, VideoVAE) else vae
+
+
+def save_vae(vae: Tokenizer, directory: str | Path) -> Path:
     """Write `directory/vae.safetensors` and `directory/vae_config.json`; returns the directory."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    save_safetensors(directory / WEIGHTS_NAME, vae.model.state_dict())
+    save_safetensors(directory / WEIGHTS_NAME, _weights_module(vae).state_dict())
     atomic_write_text(
         directory / CONFIG_NAME, json.dumps(vae.config.to_dict(), indent=2, sort_keys=True) + "\n"
     )
@@ -35,15 +46,29 @@ def save_vae(vae: VideoVAE, directory: str | Path) -> Path:
     return directory
 
 
-def load_vae_config(directory: str | Path) -> VAEConfig:
-    """Read `vae_config.json` strictly (unknown keys / wrong types raise)."""
-    return VAEConfig.from_dict(json.loads((Path(directory) / CONFIG_NAME).read_text()))
+def load_vae_config(directory: str | Path) -> VAEConfig | PatchTokenizerConfig:
+    """Read `vae_config.json` strictly (unknown keys / wrong types raise ValueError)."""
+    path = Path(directory) / CONFIG_NAME
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON: {e}") from e
+    if isinstance(data, dict) and data.get("kind") == "patch":
+        return PatchTokenizerConfig.from_dict(data)
+    return VAEConfig.from_dict(data)
+
+
+def build_tokenizer(config: VAEConfig | PatchTokenizerConfig) -> Tokenizer:
+    """An (untrained) tokenizer of either kind from its config."""
+    if isinstance(config, PatchTokenizerConfig):
+        return PatchTokenizer(config)
+    return VideoVAE(config)
 
 
 def load_vae(
     directory: str | Path, *, device: str | torch.device = "cpu", dtype: torch.dtype | None = None
-) -> VideoVAE:
-    """Rebuild a `VideoVAE` from `save_vae`'s output.
+) -> Tokenizer:
+    """Rebuild a `VideoVAE` or `PatchTokenizer` from `save_vae`'s output.
 
     Raises:
         FileNotFoundError: if either file is missing.
@@ -54,6 +79,10 @@ def load_vae(
         if not (directory / name).is_file():
             raise FileNotFoundError(f"{directory / name} not found (not a save_vae directory?)")
     with torch.device(device):
-        vae = VideoVAE(load_vae_config(directory))
-    vae.model.load_state_dict(load_file(str(directory / WEIGHTS_NAME), device=str(device)))
-    return vae if dtype is None else vae.to(dtype)
+        vae = build_tokenizer(load_vae_config(directory))
+    _weights_module(vae).load_state_dict(
+        load_file(str(directory / WEIGHTS_NAME), device=str(device))
+    )
+    if dtype is None or isinstance(vae, PatchTokenizer):  # the PCA bases stay float32
+        return vae
+    return vae.to(dtype)

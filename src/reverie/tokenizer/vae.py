@@ -42,7 +42,16 @@ class VideoVAE(nn.Module):
         self.register_buffer("latents_mean", torch.tensor(mean).view(shape), persistent=False)
         self.register_buffer("latents_std", torch.tensor(std).view(shape), persistent=False)
 
+    # Weights follow the dtype asked for when a world model is saved (bf16 halves the size).
+    storage_dtype: torch.dtype | None = None
+
     # ------------------------------------------------------------------------ construction
+    def with_latent_stats(self, mean: tuple[float, ...], std: tuple[float, ...]) -> VideoVAE:
+        """A copy (same weights) whose `encode` also standardises by these per-channel stats."""
+        out = VideoVAE(self.config.replace(latents_mean=tuple(mean), latents_std=tuple(std)))
+        out.model.load_state_dict(self.model.state_dict())
+        return out
+
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> VideoVAE:
         """Randomly initialised VAE of a named preset (`tiny`, `wan2.1`); see `config.py`."""
