@@ -10,7 +10,7 @@ colour per latent pixel would give). Decode time per block (one latent frame = 4
 batch 1, streaming) is the median over all blocks of all episodes.
 
     python benchmarks/tokenizer_quality.py --tokenizer linear16=runs/default/vae \
-        --tokenizer wan-vae-shipped=src/reverie/assets/default/vae --out benchmarks/results/tokenizer.json
+        --tokenizer wan-vae=<a save_vae dir> --out benchmarks/results/tokenizer.json
 """
 
 from __future__ import annotations
@@ -61,8 +61,13 @@ def roundtrip(vae, frames: np.ndarray) -> tuple[np.ndarray, list[float]]:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--tokenizer", action="append", default=[], metavar="NAME=DIR",
-                   help="a save_vae directory to measure (repeatable)")
+    p.add_argument(
+        "--tokenizer",
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        help="a save_vae directory to measure (repeatable)",
+    )
     p.add_argument("--episodes", type=int, default=12)
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--resolution", type=int, default=64)
@@ -85,13 +90,15 @@ def main() -> int:
 
     for i in range(args.episodes):
         spec, traj = sample_heldout_path(i, "random", args.seconds, 16)
-        g = render_heldout(i, spec, traj.R, traj.P, trajectory_seed=0,
-                           resolution=args.resolution, fps=16)
+        g = render_heldout(
+            i, spec, traj.R, traj.P, trajectory_seed=0, resolution=args.resolution, fps=16
+        )
         n = 1 + 4 * ((len(g.frames) - 1) // 4)
         gt = g.frames[:n]
         kinds.append(g.scene_kind)
-        mean = np.broadcast_to(gt.mean(axis=(1, 2), keepdims=True).round().astype(np.uint8),
-                               gt.shape)
+        mean = np.broadcast_to(
+            gt.mean(axis=(1, 2), keepdims=True).round().astype(np.uint8), gt.shape
+        )
         add("mean colour (per frame)", np.ascontiguousarray(mean), gt)
         add("8x8 block mean (oracle)", block_mean(gt, 8), gt)
         add("4x4 block mean (oracle)", block_mean(gt, 4), gt)
@@ -104,8 +111,9 @@ def main() -> int:
         rows[name] = {
             "psnr_db": round(float(np.mean(s["psnr"])), 2),
             "ssim": round(float(np.mean(s["ssim"])), 4),
-            "decode_ms_per_block": (round(statistics.median(decode_ms[name]), 3)
-                                    if decode_ms.get(name) else None),
+            "decode_ms_per_block": (
+                round(statistics.median(decode_ms[name]), 3) if decode_ms.get(name) else None
+            ),
         }
     result = {
         "benchmark": "tokenizer_quality",

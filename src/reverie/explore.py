@@ -19,6 +19,13 @@ all steps: encode, denoise, cache writes, decode), `fps_denoise` (generated fram
 `first_frame_latency_s` (session start to the first generated frames), `peak_rss_mb`,
 `cache_tokens`, `cache_bytes` (everything the memory policy holds at the end), `frames`,
 `memory_policy`, `checkpoint`, plus `psnr`/`ssim` lists with `--scene`.
+
+Lengths: an action script sets the video length (one frame per scripted action after the start
+frame) and a trajectory file sets it too (one pose per frame); otherwise `--seconds` (default
+10) does. Given together, they must agree: a mismatch is an error, never a silent truncation or
+a held last action. A video has `1 + frames_per_step * k` frames, at most `MAX_FRAMES`.
+Every output (`--out` and its `.gt`/`.compare` videos, `--json`) is checked writable before
+generation and written together at the end, or not at all.
 """
 
 from __future__ import annotations
@@ -39,6 +46,9 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 DEFAULT_IMAGE_SCRIPT = "pan_left*24 dolly_in*16 pan_right*48 dolly_out*16 pan_left*24"
+DEFAULT_SECONDS = 10.0
+MAX_FRAMES = 9601  # 10 minutes at 16 fps: about 120 MB of 64x64 frames held for the videos
+MAX_TRAJECTORY_BYTES = 64 * 2**20
 
 
 @dataclass
@@ -58,23 +68,72 @@ class CameraPath:
 
 
 def frame_count(seconds: float, fps: int, frames_per_step: int) -> int:
-    """Frames of a stream of about `seconds`: `1 + frames_per_step * k`, k >= 1."""
+    """Frames of a stream of about `seconds`: `1 + frames_per_step * k`, k >= 1.
+
+    Raises:
+        ValueError: `seconds` not finite and > 0, or more than `MAX_FRAMES` frames.
+    """
     if not (math.isfinite(seconds) and seconds > 0):
         raise ValueError(f"--seconds must be > 0, got {seconds}")
+    limit = f"at most {MAX_FRAMES} frames ({(MAX_FRAMES - 1) / fps:g} s at {fps} fps)"
+    if seconds * fps > MAX_FRAMES:
+        raise ValueError(f"--seconds {seconds:g} is too long: a video has {limit}")
     steps = max(1, round((seconds * fps - 1) / frames_per_step))
     return 1 + frames_per_step * steps
 
 
+def check_frames(frames: int, what: str, fps: int, frames_per_step: int) -> int:
+    """`frames` if it is a valid video length (`1 + frames_per_step * k`, <= `MAX_FRAMES`).
+
+    Raises:
+        ValueError: naming `what` (the action script, the trajectory) and the valid lengths.
+    """
+    if frames > MAX_FRAMES:
+        raise ValueError(
+            f"{what} gives {frames} frames; a video has at most {MAX_FRAMES} "
+            f"({(MAX_FRAMES - 1) / fps:g} s at {fps} fps)"
+        )
+    if frames < 1 + frames_per_step or (frames - 1) % frames_per_step:
+        lo = max(1, (frames - 1) // frames_per_step)
+        near = sorted({1 + frames_per_step * lo, 1 + frames_per_step * (lo + 1)})
+        raise ValueError(
+            f"{what} gives {frames} frames; the model makes 1 start frame + {frames_per_step} "
+            f"per step, so use {' or '.join(map(str, near))} frames"
+        )
+    return frames
+
+
+def script_length(script: str) -> int:
+    """Scripted frames of an action script, counted without expanding it (so that
+    `pan_left*100000000` is refused before it allocates); malformed segments count 0 and are
+    reported by the parser."""
+    total = 0
+    for segment in script.split():
+        count = segment.rpartition("*")[2]
+        total += int(count) if count.isdigit() else 0
+    return total
+
+
 def fit_actions(actions: np.ndarray, count: int) -> np.ndarray:
-    """`(count, 13)`: truncate, or hold the last action to fill (a static start row first)."""
+    """`(count, 13)`: a static start row, then exactly `count - 1` actions.
+
+    Raises:
+        ValueError: `actions` is not `count - 1` rows long (no truncation, no held last row).
+    """
     from reverie.camera.actions import NUM_ACTIONS, STATIC_INDEX
 
+    actions = np.asarray(actions, np.float32)
+    if len(actions) != count - 1:
+        raise ValueError(f"{len(actions)} actions given, {count - 1} needed for {count} frames")
     static = np.zeros((1, NUM_ACTIONS), np.float32)
     static[0, STATIC_INDEX] = 1.0
-    a = np.concatenate([static, np.asarray(actions, np.float32)])
-    if len(a) >= count:
-        return a[:count]
-    return np.concatenate([a, np.repeat(a[-1:], count - len(a), axis=0)])
+    return np.concatenate([static, actions])
+
+
+def cycle_actions(actions: np.ndarray, count: int) -> np.ndarray:
+    """`count` rows of `actions` repeated as a loop (the default image path returns to its
+    start, so repeating it is a longer tour, not a frozen camera)."""
+    return np.resize(np.asarray(actions, np.float32), (count, actions.shape[1]))
 
 
 def read_trajectory(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
@@ -89,10 +148,12 @@ def read_trajectory(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"trajectory {path} not found")
+    if path.stat().st_size > MAX_TRAJECTORY_BYTES:
+        raise ValueError(f"trajectory {path} is larger than {MAX_TRAJECTORY_BYTES >> 20} MB")
     try:
         data = json.loads(path.read_text())
         R, P = np.asarray(data["R"], np.float64), np.asarray(data["P"], np.float64)
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, RecursionError) as e:
         raise ValueError(f"{path}: expected JSON with R (T, 3, 3) and P (T, 3): {e}") from e
     if R.ndim != 3 or R.shape[1:] != (3, 3) or P.shape != (len(R), 3) or len(R) < 2:
         raise ValueError(f"{path}: R must be (T, 3, 3) and P (T, 3) with T >= 2")
@@ -110,8 +171,35 @@ def path_from_poses(R: np.ndarray, P: np.ndarray, model) -> CameraPath:
     return CameraPath(actions.astype(np.float32), model.gamma_for(scale), R, P)
 
 
+def video_length(args: argparse.Namespace, model) -> int:
+    """Frames of the video: set by `--actions` or `--trajectory` unless `--seconds` is given;
+    when both are, they must agree.
+
+    Raises:
+        ValueError: a mismatch, or a length that is not `1 + frames_per_step * k` or exceeds
+            `MAX_FRAMES` (checked before the script is expanded or any frame generated).
+    """
+    fps, step = model.fps, model.frames_per_step
+    from_seconds = None if args.seconds is None else frame_count(args.seconds, fps, step)
+    if args.actions is not None:
+        source, frames = f"--actions {args.actions!r}", 1 + script_length(args.actions)
+    elif args.trajectory is not None:
+        source, frames = f"--trajectory {args.trajectory}", len(read_trajectory(args.trajectory)[0])
+    else:
+        return from_seconds or frame_count(DEFAULT_SECONDS, fps, step)
+    if frames > MAX_FRAMES or from_seconds is None:
+        return check_frames(frames, source, fps, step)
+    if frames != from_seconds:
+        raise ValueError(
+            f"{source} gives {frames} frames but --seconds {args.seconds:g} gives "
+            f"{from_seconds}; drop --seconds to use the path's length"
+        )
+    return frames
+
+
 def plan_path(args: argparse.Namespace, model, count: int):
-    """`(CameraPath, start frame or None, prompt, scene spec or None)` from the CLI options."""
+    """`(CameraPath, start frame or None, prompt, scene spec or None)` from the CLI options;
+    the path has exactly `count` frames (see `video_length`)."""
     from reverie.camera.actions import actions_to_poses
     from reverie.camera.script import parse_action_script
 
@@ -123,11 +211,11 @@ def plan_path(args: argparse.Namespace, model, count: int):
             path = path_from_poses(R, P, model)
             path.R = path.P = None
             path.gamma *= args.gamma
+        elif scripted is not None:
+            path = CameraPath(fit_actions(scripted, count), args.gamma)
         else:
-            script = DEFAULT_IMAGE_SCRIPT if scripted is None else None
-            actions = parse_action_script(script) if scripted is None else scripted
-            path = CameraPath(fit_actions(actions, count), args.gamma)
-        path.actions = _fit_rows(path.actions, count)
+            default = parse_action_script(DEFAULT_IMAGE_SCRIPT)
+            path = CameraPath(fit_actions(cycle_actions(default, count - 1), count), args.gamma)
         return path, None, args.prompt or "", None
 
     from reverie.worlds import sample_scene
@@ -145,23 +233,16 @@ def plan_path(args: argparse.Namespace, model, count: int):
         actions = fit_actions(scripted, count)
         R, P = actions_to_poses(actions, args.gamma * unit, start.R[0], start.P[0])
         path = CameraPath(actions, args.gamma, R, P)
-    else:
+    else:  # a sampled path is made a little longer than needed, then cut to the video
         traj = sample_trajectory(spec, "revisit", seconds=seconds, fps=fps, seed=args.scene)
         path = path_from_poses(traj.R[:count], traj.P[:count], model)
         path.gamma *= args.gamma
-    if len(path.actions) < count:
+    if len(path.actions) != count:
         raise ValueError(f"the camera path has {len(path.actions)} frames, {count} are needed")
-    path.actions, path.R, path.P = path.actions[:count], path.R[:count], path.P[:count]
     renderer = SceneRenderer(spec, model.resolution, model.resolution)
     start_frame = renderer.render(path.R[0], path.P[0])
     prompt = args.prompt if args.prompt is not None else scene_caption(spec)
     return path, start_frame, prompt, (spec, renderer)
-
-
-def _fit_rows(actions: np.ndarray, count: int) -> np.ndarray:
-    if len(actions) >= count:
-        return actions[:count]
-    return np.concatenate([actions, np.repeat(actions[-1:], count - len(actions), axis=0)])
 
 
 def peak_rss_mb() -> float:
@@ -169,41 +250,99 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def explore(args: argparse.Namespace) -> dict[str, Any]:
-    """Run one exploration; write the videos and the metrics JSON; return the metrics."""
-    import torch
-    from tqdm import tqdm
+def output_paths(args: argparse.Namespace) -> dict[str, Path]:
+    """Every file the run will write, checked writable before any work.
 
-    from reverie.data.video import VIEWER_PIXEL_FORMAT, write_mp4
-    from reverie.engine import WorldModel
-    from reverie.io import atomic_write_json
+    Raises:
+        ValueError: naming the option (`--out`, `--json`) and why it cannot be written.
+    """
+    from reverie.io import check_writable
+
+    out = Path(args.out)
+    if out.suffix != ".mp4":
+        raise ValueError(f"--out must end in .mp4, got {out}")
+    paths = {"video": check_writable(out, "--out")}
+    if args.scene is not None:
+        paths["gt"] = check_writable(out.with_suffix(".gt.mp4"), "--out (ground truth)")
+        paths["compare"] = check_writable(out.with_suffix(".compare.mp4"), "--out (compare)")
+    if args.json is not None:
+        paths["json"] = check_writable(args.json, "--json")
+        if paths["json"].resolve() in {p.resolve() for k, p in paths.items() if k != "json"}:
+            raise ValueError(f"--json {args.json} is also a video output; give another name")
+    return paths
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Every check that needs no model, before anything is loaded.
+
+    Raises:
+        ValueError: naming the option and what would be valid.
+    """
+    from reverie.engine.world_model import GAMMA_RANGE, check_prompt
 
     if args.threads < 1:
         raise ValueError(f"--threads must be >= 1, got {args.threads}")
-    torch.set_num_threads(args.threads)
     if (args.scene is None) == (args.image is None):
         raise ValueError("give exactly one of --scene SEED or --image PNG")
     if args.trajectory is not None and args.actions is not None:
         raise ValueError("give at most one of --actions and --trajectory")
-    if not (math.isfinite(args.gamma) and args.gamma > 0):
-        raise ValueError(f"--gamma must be > 0, got {args.gamma}")
-    out = Path(args.out)
-    if out.suffix != ".mp4":
-        raise ValueError(f"--out must end in .mp4, got {out}")
-    model = WorldModel.random(args.seed) if args.random else WorldModel.from_pretrained(
-        args.checkpoint
+    lo, hi = GAMMA_RANGE
+    if not (math.isfinite(args.gamma) and lo <= args.gamma <= hi):
+        raise ValueError(
+            f"--gamma must be in [{lo}, {hi}] (the speeds the model was trained for), "
+            f"got {args.gamma}"
+        )
+    if args.seconds is not None and not (math.isfinite(args.seconds) and args.seconds > 0):
+        raise ValueError(f"--seconds must be > 0, got {args.seconds}")
+    if args.prompt is not None:
+        check_prompt(args.prompt, "--prompt")
+    if args.actions is not None:
+        if script_length(args.actions) >= MAX_FRAMES:
+            raise ValueError(
+                f"--actions scripts {script_length(args.actions)} frames; a video has at most "
+                f"{MAX_FRAMES}"
+            )
+        from reverie.camera.script import parse_action_script
+
+        parse_action_script(args.actions)  # the grammar, before any model is loaded
+    if args.random and args.checkpoint is not None:
+        raise ValueError("give at most one of --random and --checkpoint")
+
+
+def explore(args: argparse.Namespace) -> dict[str, Any]:
+    """Run one exploration; write the videos and the metrics JSON; return the metrics.
+
+    All arguments and output paths are checked before the model is loaded; the outputs
+    appear together at the end (`reverie.io.atomic_outputs`) or, on any failure or
+    interrupt, not at all.
+    """
+    import torch
+    from tqdm import tqdm
+
+    from reverie.data.video import VIEWER_PIXEL_FORMAT, write_mp4
+    from reverie.engine import WorldModel, load_image
+    from reverie.io import atomic_outputs, atomic_write_json
+
+    check_args(args)
+    paths = output_paths(args)
+    torch.set_num_threads(args.threads)
+    model = (
+        WorldModel.random(args.seed) if args.random else WorldModel.from_pretrained(args.checkpoint)
     )
     if args.memory not in model.memory_policies:
         raise ValueError(f"unknown memory policy {args.memory!r}; known: {model.memory_policies}")
-    count = frame_count(args.seconds, model.fps, model.frames_per_step)
+    count = video_length(args, model)
+    if args.image is not None:  # read and checked before the text encoder is loaded
+        image, note = load_image(args.image, model.resolution)
+        if note:
+            print(f"reverie explore: start image {note}", file=sys.stderr)
     path, start_frame, prompt, scene = plan_path(args, model, count)
-    image = start_frame if start_frame is not None else args.image
+    if start_frame is not None:
+        image = start_frame
     model.encode_prompt(prompt)  # text encoder loaded before the clock starts
 
     tic = time.perf_counter()
     session = model.start(image, prompt, memory=args.memory, gamma=path.gamma, seed=args.seed)
-    if session.image_note:
-        print(f"reverie explore: start image {session.image_note}", file=sys.stderr)
     frames, first_latency = [session.first_frame[None]], None
     step = model.frames_per_step
     blocks = (path.actions[i : i + step] for i in range(1, count, step))
@@ -232,31 +371,28 @@ def explore(args: argparse.Namespace) -> dict[str, Any]:
         "seconds_of_video": len(video) / model.fps,
         "timings_s": {k: stats[k] for k in ("denoise_s", "decode_s", "encode_s")},
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_mp4(out, video, model.fps, pixel_format=VIEWER_PIXEL_FORMAT, crf=18)
-    outputs = {"video": str(out)}
-    if scene is not None:
-        from reverie.evaluation.metrics import finite_mean, frame_psnr, frame_ssim
+    with atomic_outputs() as outs:  # every file, or none of them
+        mp4 = {"fps": model.fps, "pixel_format": VIEWER_PIXEL_FORMAT, "crf": 18}
+        write_mp4(outs.path(paths["video"]), video, **mp4)
+        if scene is not None:
+            from reverie.evaluation.metrics import finite_mean, frame_psnr, frame_ssim
 
-        _, renderer = scene
-        gt, _ = renderer.render_trajectory(path.R, path.P)
-        gt_path, compare_path = out.with_suffix(".gt.mp4"), out.with_suffix(".compare.mp4")
-        write_mp4(gt_path, gt, model.fps, pixel_format=VIEWER_PIXEL_FORMAT, crf=18)
-        side = np.concatenate([video, gt], axis=2)  # (T, H, 2W, 3): generated | ground truth
-        write_mp4(compare_path, side, model.fps, pixel_format=VIEWER_PIXEL_FORMAT, crf=18)
-        psnr, ssim = frame_psnr(video, gt), frame_ssim(video, gt)
-        metrics.update(
-            scene=args.scene,
-            psnr=[None if not np.isfinite(v) else float(v) for v in psnr],
-            ssim=[float(v) for v in ssim],
-            psnr_mean=finite_mean(psnr[1:]),
-            ssim_mean=float(np.mean(ssim[1:])),
-        )
-        outputs.update(gt=str(gt_path), compare=str(compare_path))
-    metrics["outputs"] = outputs
-    if args.json is not None:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(args.json, metrics)
+            _, renderer = scene
+            gt, _ = renderer.render_trajectory(path.R, path.P)
+            write_mp4(outs.path(paths["gt"]), gt, **mp4)
+            side = np.concatenate([video, gt], axis=2)  # (T, H, 2W, 3): generated | GT
+            write_mp4(outs.path(paths["compare"]), side, **mp4)
+            psnr, ssim = frame_psnr(video, gt), frame_ssim(video, gt)
+            metrics.update(
+                scene=args.scene,
+                psnr=[None if not np.isfinite(v) else float(v) for v in psnr],
+                ssim=[float(v) for v in ssim],
+                psnr_mean=finite_mean(psnr[1:]),
+                ssim_mean=float(np.mean(ssim[1:])),
+            )
+        metrics["outputs"] = {k: str(v) for k, v in paths.items() if k != "json"}
+        if "json" in paths:
+            atomic_write_json(outs.path(paths["json"]), metrics)
     return metrics
 
 
@@ -271,15 +407,27 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     src = p.add_argument_group("start")
     src.add_argument("--scene", type=int, help="procedural scene seed (renders start + GT)")
-    src.add_argument("--world", default="mixed", choices=("mixed", "indoor", "open"),
-                     help="scene family of --scene (default mixed)")
+    src.add_argument(
+        "--world",
+        default="mixed",
+        choices=("mixed", "indoor", "open"),
+        help="scene family of --scene (default mixed)",
+    )
     src.add_argument("--image", help="start image (PNG/JPEG), resized/cropped to the model")
     src.add_argument("--prompt", help="text description (default: the scene's caption)")
     path = p.add_argument_group("camera path")
     path.add_argument("--actions", help='action script, e.g. "pan_left*16 dolly_in+pan_right*8"')
     path.add_argument("--trajectory", help="camera path JSON {R: (T,3,3), P: (T,3)}")
-    path.add_argument("--gamma", type=float, default=1.0, help="velocity multiplier (RELIC §5.2)")
-    path.add_argument("--seconds", type=float, default=10.0, help="video length (default 10)")
+    path.add_argument(
+        "--gamma", type=float, default=1.0, help="velocity multiplier, 0.05-4 (RELIC §5.2)"
+    )
+    path.add_argument(
+        "--seconds",
+        type=float,
+        default=None,
+        help=f"video length (default: the length of --actions / --trajectory, else "
+        f"{DEFAULT_SECONDS:g}); at most {MAX_FRAMES} frames",
+    )
     p.add_argument("--memory", default="relic", choices=policy_names(), help="memory policy")
     p.add_argument("--checkpoint", help="world model directory (default: the shipped model)")
     p.add_argument("--random", action="store_true", help="untrained tiny model (testing)")
@@ -294,15 +442,21 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="out.mp4", help="output video (default out.mp4)")
     p.add_argument("--json", help="metrics JSON path")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=_run)
+    p.set_defaults(func=_run, on_interrupt="no output was written")
 
 
 def _run(args: argparse.Namespace) -> int:
     metrics = explore(args)
     summary = {
         k: metrics[k]
-        for k in ("frames", "fps_end_to_end", "fps_denoise", "first_frame_latency_s",
-                  "cache_tokens", "memory_policy")
+        for k in (
+            "frames",
+            "fps_end_to_end",
+            "fps_denoise",
+            "first_frame_latency_s",
+            "cache_tokens",
+            "memory_policy",
+        )
     }
     if "psnr_mean" in metrics:
         summary.update(psnr_mean=metrics["psnr_mean"], ssim_mean=metrics["ssim_mean"])

@@ -94,6 +94,33 @@ def test_frame_count_and_fit_actions():
     assert frame_count(0.01, 16, 4) == 5  # at least one step
     with pytest.raises(ValueError):
         frame_count(0, 16, 4)
-    a = fit_actions(np.ones((2, 13), np.float32), 5)
+    a = fit_actions(np.ones((4, 13), np.float32), 5)
     assert a.shape == (5, 13) and a[0, 12] == 1 and a[0, :12].sum() == 0
-    np.testing.assert_array_equal(a[3], a[2])  # the last action is held
+    with pytest.raises(ValueError, match="2 actions given, 4 needed"):
+        fit_actions(np.ones((2, 13), np.float32), 5)  # never a held last action
+    with pytest.raises(ValueError, match="at most"):
+        frame_count(1e9, 16, 4)
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--actions", "pan_left*6"], "use 5 or 9 frames"),  # 7 frames: not 1 + 4 k
+        (["--actions", "pan_left*4", "--seconds", "2"], "drop --seconds"),
+        (["--actions", "pan_left*100000000"], "at most"),
+        (["--seconds", "1e9"], "at most"),
+        (["--gamma", "100"], "[0.05, 4.0]"),
+    ],
+)
+def test_lengths_and_limits_are_checked_before_work(tmp_path, capsys, extra, message):
+    out = tmp_path / "o.mp4"
+    assert main(["explore", "--random", "--scene", "1", "--quiet", "--out", str(out), *extra]) == 2
+    assert message in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_action_script_sets_the_length(tmp_path):
+    out = tmp_path / "o.mp4"
+    code = main(["explore", "--random", "--scene", "1", "--actions", "pan_left*4 dolly_in*8",
+                 "--quiet", "--out", str(out), "--json", str(tmp_path / "m.json")])  # fmt: skip
+    assert code == 0 and len(read_mp4(out)) == 13

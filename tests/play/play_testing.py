@@ -10,6 +10,7 @@ import threading
 import time
 
 import numpy as np
+from fastapi.testclient import TestClient
 
 from reverie.camera.actions import ACTION_INDEX
 
@@ -95,3 +96,15 @@ def fake_render_scene(seed: int, resolution: int):
 
     img = np.roll(pattern(resolution), seed, axis=1)
     return StartImage(img, f"fake scene {seed}", {"kind": "scene", "scene_seed": seed})
+
+
+class LocalClient(TestClient):
+    """A TestClient that sends ``Host: 127.0.0.1:8000`` (the server refuses other names) on
+    HTTP requests and WebSockets alike (TestClient's own WebSockets say "testserver")."""
+
+    def __init__(self, app, base_url: str = "http://127.0.0.1:8000", **kwargs) -> None:
+        super().__init__(app, base_url=base_url, **kwargs)
+
+    def websocket_connect(self, url: str, *args, **kwargs):
+        ws_url = str(self.base_url.join(url)).replace("http://", "ws://", 1)
+        return super().websocket_connect(ws_url, *args, **kwargs)

@@ -49,6 +49,6 @@ def test_play_serves_the_app(monkeypatch):
     argv = ["play", "--random", "--port", "8123", "--max-sessions", "3", "--memory", "window"]
     assert main(argv) == 0
     assert served["port"] == 8123 and served["host"] == "127.0.0.1"
-    with TestClient(served["app"]) as client:
+    with TestClient(served["app"], base_url="http://127.0.0.1:8123") as client:
         config = client.get("/api/config").json()
     assert config["max_sessions"] == 3 and config["default_memory"] == "window"

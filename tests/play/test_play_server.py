@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
-from play_testing import FakeModel, fake_render_scene
+from play_testing import FakeModel, LocalClient, fake_render_scene
 
 from reverie.data.video import read_mp4
 from reverie.play.protocol import unpack_frame
@@ -27,7 +27,7 @@ def make_client(model=None, **kwargs) -> TestClient:
         render_executor=lambda: ThreadPoolExecutor(1),
         **kwargs,
     )
-    return TestClient(app)
+    return LocalClient(app)
 
 
 def receive(ws, timeout: float = 5.0):
@@ -151,8 +151,8 @@ def test_session_limit_and_disconnect_frees_the_slot():
                 assert busy["type"] == "busy" and "Busy" in busy["message"]
                 assert receive(second) == {"type": "<closed>", "code": 1013}
             assert client.get("/api/status").json() == {"active": 1, "max_sessions": 1}
-        wait_until(lambda: client.get("/api/status").json()["active"] == 0)
-        assert model.closed == 1  # the engine session was closed with the tab
+        assert client.get("/api/status").json()["active"] == 0  # free as the socket closed
+        wait_until(lambda: model.closed == 1)  # the engine session was closed with the tab
         with client.websocket_connect("/ws") as third:
             assert next_event(third, "hello")
 

@@ -11,8 +11,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import multiprocessing as mp
 import os
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +22,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from reverie.io import atomic_write_json
+from reverie.io import atomic_write_json, default_mode
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +31,9 @@ TrajectoryName = Literal["revisit", "random", "mixed"]
 WORLDS: tuple[str, ...] = ("procedural", "rooms", "open", "memory-maze")
 TRAJECTORIES: tuple[str, ...] = ("revisit", "random", "mixed")
 _SCENE_KIND = {"procedural": "mixed", "rooms": "indoor", "open": "open"}
+MAX_RESOLUTION = 1024  # the offscreen framebuffer MuJoCo renders into
+MAX_EPISODE_FRAMES = 16 * 600  # 10 minutes at 16 fps
+MAX_EPISODES = 10_000_000
 
 
 @dataclass(frozen=True)
@@ -36,9 +41,11 @@ class RenderConfig:
     """Settings of a rendered dataset (stored in ``dataset.json``).
 
     Attributes:
-        episodes: number of episodes (>= 1).
-        seconds: episode length in seconds (> 0); frames = round(seconds * fps).
-        resolution: square image side in pixels (>= 16, multiple of 16; 64, 128, 256 tested).
+        episodes: number of episodes (1 to ``MAX_EPISODES``).
+        seconds: episode length in seconds (> 0); frames = round(seconds * fps), at most
+            ``MAX_EPISODE_FRAMES``.
+        resolution: square image side in pixels (multiple of 16, 16 to ``MAX_RESOLUTION``;
+            64, 128, 256 tested).
         fps: frames per second (> 0).
         seed: dataset seed; episode ``i`` uses scene and trajectory seeds derived from
             ``(seed, i)``, so episodes do not depend on worker count or order.
@@ -58,16 +65,22 @@ class RenderConfig:
     depth: bool = False
 
     def __post_init__(self) -> None:
-        if self.episodes < 1:
-            raise ValueError(f"--episodes must be >= 1, got {self.episodes}")
-        if not self.seconds > 0:
+        if not 1 <= self.episodes <= MAX_EPISODES:
+            raise ValueError(f"--episodes must be in [1, {MAX_EPISODES}], got {self.episodes}")
+        if not (math.isfinite(self.seconds) and self.seconds > 0):
             raise ValueError(f"--seconds must be > 0, got {self.seconds}")
-        if self.resolution < 16 or self.resolution % 16:
+        if self.resolution < 16 or self.resolution % 16 or self.resolution > MAX_RESOLUTION:
             raise ValueError(
-                f"--resolution must be a multiple of 16 (>= 16), got {self.resolution}"
+                f"--resolution must be a multiple of 16 from 16 to {MAX_RESOLUTION}, got "
+                f"{self.resolution}"
             )
-        if self.fps <= 0:
-            raise ValueError(f"--fps must be > 0, got {self.fps}")
+        if not 0 < self.fps <= 240:
+            raise ValueError(f"--fps must be in [1, 240], got {self.fps}")
+        if self.seconds * self.fps > MAX_EPISODE_FRAMES:
+            raise ValueError(
+                f"--seconds {self.seconds:g} at --fps {self.fps} is {self.seconds * self.fps:g} "
+                f"frames; an episode has at most {MAX_EPISODE_FRAMES}"
+            )
         if self.seed < 0:
             raise ValueError(f"--seed must be >= 0, got {self.seed}")
         if self.world not in WORLDS:
@@ -144,6 +157,7 @@ def render_episode(cfg: RenderConfig, index: int, out: str | os.PathLike) -> dic
     ep.stats.update(revisit_stats(ep.R, ep.P, cfg.fps).to_dict())
     eid = episode_id(index)
     write_episode(Path(out) / "episodes" / eid, ep)
+    os.chmod(Path(out) / "episodes" / eid, default_mode(directory=True))  # mkdtemp made 0700
     return {
         "id": eid,
         "index": index,
@@ -188,6 +202,16 @@ def read_manifest(out: str | os.PathLike) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: r["index"])
 
 
+def remove_partial_episodes(out: Path) -> list[Path]:
+    """Delete the ``episodes/.tmp-*`` directories a killed render left (never listed)."""
+    episodes = out / "episodes"
+    stale = sorted(episodes.glob(".tmp-*")) if episodes.is_dir() else []
+    for path in stale:
+        log.info("removing %s, left by an interrupted render", path)
+        shutil.rmtree(path, ignore_errors=True)
+    return stale
+
+
 def _prepare(cfg: RenderConfig, out: Path) -> list[dict[str, Any]]:
     """Check or write ``dataset.json``; return the rows already complete (manifest repaired)."""
     meta_path = out / "dataset.json"
@@ -196,14 +220,22 @@ def _prepare(cfg: RenderConfig, out: Path) -> list[dict[str, Any]]:
             meta = json.loads(meta_path.read_text())
         except json.JSONDecodeError as e:
             raise ValueError(f"corrupt {meta_path}: {e}") from e
-        stored = RenderConfig(**meta["config"]).identity()
+        try:
+            stored = RenderConfig(**meta["config"]).identity()
+        except (KeyError, TypeError) as e:
+            raise ValueError(f"corrupt {meta_path}: {e!r}; use a new --out") from e
         if stored != cfg.identity():
             diff = {k: (stored[k], v) for k, v in cfg.identity().items() if stored.get(k) != v}
             raise ValueError(
                 f"{out} was rendered with other settings {diff} (stored, asked); "
                 f"use a new --out or the same settings to resume"
             )
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; give a directory")
     out.mkdir(parents=True, exist_ok=True)
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise ValueError(f"--out {out} is not writable")
+    remove_partial_episodes(out)
     atomic_write_json(meta_path, {"config": dataclasses.asdict(cfg), "format": 1})
     if not (out / "manifest.jsonl").is_file():
         return []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -38,14 +39,21 @@ def load_image(image: Any, resolution: int) -> tuple[np.ndarray, str | None]:
         if not path.is_file():
             raise FileNotFoundError(f"start image {path} not found")
         try:
-            with Image.open(path) as opened:
-                if opened.width * opened.height > MAX_IMAGE_PIXELS:
-                    raise ValueError(f"{path}: {opened.width}x{opened.height} is too large")
-                opened.load()
-                pil = opened.copy()
-        except (UnidentifiedImageError, OSError, SyntaxError) as e:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                with Image.open(path) as opened:
+                    _check_size(opened.width, opened.height, path)
+                    opened.load()
+                    pil = opened.copy()
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise ValueError(
+                f"{path}: the image header claims more than {MAX_IMAGE_PIXELS:,} pixels "
+                "(a decompression bomb?); use a smaller image"
+            ) from None
+        except (UnidentifiedImageError, OSError, SyntaxError, EOFError) as e:
             raise ValueError(f"{path} is not a readable image ({e})") from e
     elif isinstance(image, Image.Image):
+        _check_size(image.width, image.height, "start image")
         pil = image
     else:
         pil = Image.fromarray(_array_to_uint8(image))
@@ -72,6 +80,13 @@ def load_image(image: Any, resolution: int) -> tuple[np.ndarray, str | None]:
     if note:
         logger.info("start image: %s", note)
     return frame, note
+
+
+def _check_size(width: int, height: int, what: Any) -> None:
+    if width * height > MAX_IMAGE_PIXELS:
+        raise ValueError(
+            f"{what}: {width}x{height} is too large (at most {MAX_IMAGE_PIXELS:,} pixels)"
+        )
 
 
 def _array_to_uint8(array: Any) -> np.ndarray:

@@ -20,9 +20,9 @@ import copy
 import json
 import logging
 import shutil
-import tempfile
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from reverie.camera.actions import (
@@ -44,7 +45,7 @@ from reverie.diffusion.schedule import FewStepSchedule
 from reverie.diffusion.streaming import stream_blocks
 from reverie.engine.config import CONFIG_NAME, WorldModelConfig
 from reverie.engine.images import load_image
-from reverie.io import atomic_write_json, save_safetensors
+from reverie.io import atomic_write_json, check_safetensors, make_temp_dir, save_safetensors
 from reverie.memory import (
     MemoryPolicy,
     RetrievalEmbedder,
@@ -56,13 +57,36 @@ from reverie.memory import (
 from reverie.models import KVCache, WanDiT
 from reverie.models.checkpoints import load_checkpoint, save_checkpoint
 from reverie.text import TextEncoder, get_text_encoder
-from reverie.tokenizer import VideoVAE, load_vae, save_vae
+from reverie.tokenizer import PatchTokenizer, VideoVAE, load_vae, save_vae
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "assets" / "default"
 DIT_DIR, VAE_DIR, MEMORY_DIR, RETRIEVAL_DIR = "dit", "vae", "memory_model", "retrieval"
 RETRIEVAL_WEIGHTS, RETRIEVAL_CONFIG = "embedder.safetensors", "embedder_config.json"
+GAMMA_RANGE = (0.05, 4.0)  # velocity multipliers offered to users (RELIC §5.2); play's slider
+PROMPT_CACHE_SIZE = 32  # text states kept per model (least recently used dropped)
+MAX_PROMPT_CHARS = 1000
+
+
+def check_prompt(prompt: object, what: str = "prompt") -> str:
+    """`prompt` if it is text the tokenizer can take: a `str` of valid Unicode (no lone
+    surrogates, e.g. from invalid UTF-8 on the command line) of at most `MAX_PROMPT_CHARS`.
+
+    Raises:
+        ValueError: naming `what` and the problem.
+    """
+    if not isinstance(prompt, str):
+        raise ValueError(f"{what} must be a string, got {type(prompt).__name__}")
+    try:
+        prompt.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ValueError(
+            f"{what} is not valid UTF-8 text (character {e.start}: {prompt[e.start]!r})"
+        ) from None
+    if len(prompt) > MAX_PROMPT_CHARS:
+        raise ValueError(f"{what} is {len(prompt)} characters; at most {MAX_PROMPT_CHARS}")
+    return prompt
 
 
 def gamma_for_scale(action_scale: float, metres_per_unit: float) -> float:
@@ -96,7 +120,8 @@ class WorldModel:
     Attributes:
         config: `WorldModelConfig`.
         dit: the student, block-causal, eval mode, no grad.
-        vae: the `VideoVAE` (latent normalisation folded into its config).
+        vae: the tokenizer, `VideoVAE` or `PatchTokenizer` (latent normalisation folded into
+            its config).
         memory_model: MAG's memory model (same backbone shape as `dit`) or None.
         retrieval_embedder: LongLive-RAG's trained `RetrievalEmbedder` or None (pooled latents).
         source: where it was loaded from (a directory, or "random").
@@ -106,7 +131,7 @@ class WorldModel:
         self,
         config: WorldModelConfig,
         dit: WanDiT,
-        vae: VideoVAE,
+        vae: VideoVAE | PatchTokenizer,
         *,
         memory_model: WanDiT | None = None,
         retrieval_embedder: RetrievalEmbedder | None = None,
@@ -119,7 +144,17 @@ class WorldModel:
                 f"{vae.latent_channels}"
             )
         if config.resolution % vae.spatial_factor:
-            raise ValueError(f"resolution {config.resolution} is not a multiple of the VAE's 8")
+            raise ValueError(
+                f"resolution {config.resolution} is not a multiple of the tokenizer's "
+                f"{vae.spatial_factor}"
+            )
+        patch = dit.config.patch_size[1]
+        if (config.resolution // vae.spatial_factor) % patch:
+            raise ValueError(
+                f"resolution {config.resolution} gives {config.resolution // vae.spatial_factor}"
+                f"-pixel latents, not a multiple of the DiT's patch size {patch}; it must be a "
+                f"multiple of {vae.spatial_factor * patch}"
+            )
         self.config = config
         self.dit = dit.eval().requires_grad_(False)
         self.vae = vae.eval().requires_grad_(False)
@@ -131,7 +166,7 @@ class WorldModel:
         )
         self._text_encoder = text_encoder
         self.vae_bf16 = True  # bf16 autocast of the VAE on CPU (see `vae_autocast`)
-        self._prompt_cache: dict[str, torch.Tensor] = {}
+        self._prompt_cache: OrderedDict[str, torch.Tensor] = OrderedDict()  # LRU
         self._text_lock = threading.Lock()  # sessions may start from several threads
         self.source = source
 
@@ -187,9 +222,10 @@ class WorldModel:
     def text_encoder(self) -> TextEncoder:
         """The frozen text encoder (built on first use)."""
         if self._text_encoder is None:
-            self._text_encoder = get_text_encoder(
-                self.config.text_encoder, **self.config.text_options
-            )
+            # `encode_prompt`'s LRU is the one prompt cache: the encoder's own would keep up
+            # to 1024 more prompts (100 MB for MiniLM), unless `text_options` asks for it.
+            options = {"cache_size": 0, **self.config.text_options}
+            self._text_encoder = get_text_encoder(self.config.text_encoder, **options)
             if self._text_encoder.dim != self.dit.config.text_dim:
                 raise ValueError(
                     f"text encoder {self.config.text_encoder!r} gives {self._text_encoder.dim}-d "
@@ -198,21 +234,31 @@ class WorldModel:
         return self._text_encoder
 
     def encode_prompt(self, prompt: str) -> torch.Tensor:
-        """Text states `(1, L, text_dim)` of `prompt` ("" = the empty prompt), cached."""
-        if not isinstance(prompt, str):
-            raise ValueError(f"prompt must be a string, got {type(prompt).__name__}")
+        """Text states `(1, L, text_dim)` of `prompt` ("" = the empty prompt).
+
+        The newest `PROMPT_CACHE_SIZE` prompts are cached (least recently used dropped), so a
+        server taking prompts from users holds bounded memory.
+
+        Raises:
+            ValueError: not a string, not valid UTF-8 text, or too long (`check_prompt`).
+        """
+        check_prompt(prompt)
         with self._text_lock:
             return self._encode_prompt_locked(prompt)
 
     def _encode_prompt_locked(self, prompt: str) -> torch.Tensor:
-        if prompt not in self._prompt_cache:
-            if prompt:
-                states = self.text_encoder.encode([prompt])[0]
-            else:
-                states = self.text_encoder.encode_empty(1)[0]
-            dtype = next(self.dit.parameters()).dtype
-            self._prompt_cache[prompt] = states.to(self.device, dtype)
-        return self._prompt_cache[prompt]
+        if prompt in self._prompt_cache:
+            self._prompt_cache.move_to_end(prompt)
+            return self._prompt_cache[prompt]
+        if prompt:
+            states = self.text_encoder.encode([prompt])[0]
+        else:
+            states = self.text_encoder.encode_empty(1)[0]
+        dtype = next(self.dit.parameters()).dtype
+        self._prompt_cache[prompt] = states = states.to(self.device, dtype)
+        while len(self._prompt_cache) > PROMPT_CACHE_SIZE:
+            self._prompt_cache.popitem(last=False)
+        return states
 
     def gamma_for(self, action_scale: float) -> float:
         """The session gamma that replays a camera path whose actions were normalised by
@@ -253,36 +299,45 @@ class WorldModel:
 
         Raises:
             FileNotFoundError: a missing directory or file (named).
-            ValueError: a corrupt `world_model.json`.
-            reverie.models.CheckpointKeyError / RuntimeError: weights that do not fit.
+            ValueError: naming the file: a corrupt `world_model.json` or config, a truncated
+                weights file, weights that do not fit their config, a resolution the weights
+                cannot run at, or an unavailable `device`.
         """
         directory = resolve_model_dir(path)
+        check_device(device)
         try:
             meta = json.loads((directory / CONFIG_NAME).read_text())
-        except json.JSONDecodeError as e:
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ValueError(f"{directory / CONFIG_NAME} is not valid JSON: {e}") from e
-        config = WorldModelConfig.from_dict(meta)
+        try:
+            config = WorldModelConfig.from_dict(meta)
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"{directory / CONFIG_NAME}: {e}") from e
         for sub in (DIT_DIR, VAE_DIR):
             if not (directory / sub).is_dir():
                 raise FileNotFoundError(f"{directory / sub} is missing")
-        dit = load_checkpoint(directory / DIT_DIR, device=device, dtype=torch.float32)
-        vae = load_vae(directory / VAE_DIR, device=device, dtype=torch.float32)
+        for weights in sorted(directory.glob("*/*.safetensors")):
+            check_safetensors(weights)  # names a truncated file before any load
+        kw = {"device": device, "dtype": torch.float32}
+        dit = _load_part(directory / DIT_DIR, load_checkpoint, **kw)
+        vae = _load_part(directory / VAE_DIR, load_vae, **kw)
         memory_model = None
         if (directory / MEMORY_DIR).is_dir():
-            memory_model = load_checkpoint(
-                directory / MEMORY_DIR, device=device, dtype=torch.float32
-            )
+            memory_model = _load_part(directory / MEMORY_DIR, load_checkpoint, **kw)
         embedder = None
         if (directory / RETRIEVAL_DIR).is_dir():
-            embedder = load_retrieval_dir(directory / RETRIEVAL_DIR, device)
-        return cls(
-            config,
-            dit,
-            vae,
-            memory_model=memory_model,
-            retrieval_embedder=embedder,
-            source=str(directory),
-        )
+            embedder = _load_part(directory / RETRIEVAL_DIR, load_retrieval_dir, device=device)
+        try:
+            return cls(
+                config,
+                dit,
+                vae,
+                memory_model=memory_model,
+                retrieval_embedder=embedder,
+                source=str(directory),
+            )
+        except ValueError as e:
+            raise ValueError(f"{directory / CONFIG_NAME} does not match its weights: {e}") from e
 
     @classmethod
     def random(
@@ -331,10 +386,10 @@ class WorldModel:
         """
         directory = Path(directory)
         directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+        tmp = make_temp_dir(f".{directory.name}.", directory.parent)
         try:
             save_checkpoint(_cast_copy(self.dit, dtype), tmp / DIT_DIR)
-            save_vae(_cast_copy(self.vae, dtype), tmp / VAE_DIR)
+            save_vae(_cast_copy(self.vae, self.vae.storage_dtype or dtype), tmp / VAE_DIR)
             if self.memory_model is not None:
                 save_checkpoint(_cast_copy(self.memory_model, dtype), tmp / MEMORY_DIR)
             if self.retrieval_embedder is not None:
@@ -387,6 +442,44 @@ class WorldModel:
         frame, note = load_image(image, self.resolution)
         policy = self.make_policy(memory, **(memory_options or {}))
         return Session(self, frame, prompt, policy, gamma=gamma, seed=seed, image_note=note)
+
+
+def check_device(device: str | torch.device) -> torch.device:
+    """`device` as a `torch.device` if this machine has it.
+
+    Raises:
+        ValueError: an unknown device string, or CUDA / MPS asked for but not available.
+    """
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(f"--device {device!r} is not a device (use cpu or cuda): {e}") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {device}: CUDA is not available here; use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) here"
+            )
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"--device {device}: MPS is not available here; use --device cpu")
+    elif dev.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"--device {device}: use cpu or cuda")
+    return dev
+
+
+def _load_part(directory: Path, load, **kwargs):
+    """`load(directory, **kwargs)`, its failures re-raised naming `directory`."""
+    try:
+        return load(directory, **kwargs)
+    except FileNotFoundError:
+        raise
+    except (ValueError, RuntimeError, KeyError, TypeError, OSError, SafetensorError) as e:
+        detail = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ValueError(
+            f"cannot load {directory} ({type(e).__name__}: {detail}); the weights do not fit "
+            "their config or are damaged"
+        ) from e
 
 
 def load_retrieval_dir(directory: Path, device: str | torch.device) -> RetrievalEmbedder:

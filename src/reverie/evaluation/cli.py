@@ -17,9 +17,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from reverie.io import atomic_write_json
+from reverie.io import atomic_write_json, check_writable
 
 POLICY_HELP = "comma-separated memory policies (full, window, relic, mag, retrieval)"
+NO_OUTPUT = "no output was written"  # Ctrl-C: the JSON is written (atomically) at the end
 
 
 def _policies(text: str) -> tuple[str, ...]:
@@ -37,11 +38,26 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
         help="world model directory (WorldModel.save_pretrained); default: the shipped model",
     )
     g.add_argument("--random", action="store_true", help="untrained tiny model (smoke tests)")
-    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--seed", type=int, default=0, help="generation seed (default 0)")
     p.add_argument("--out", required=True, help="output JSON file")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def check_model_args(args: argparse.Namespace) -> None:
+    """Checks of the shared options before any work: ``--out`` writable, ``--threads``,
+    ``--device`` available.
+
+    Raises:
+        ValueError: naming the option.
+    """
+    from reverie.engine.world_model import check_device
+
+    check_writable(args.out, "--out")
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {args.threads}")
+    check_device(args.device)
 
 
 def load_model(args: argparse.Namespace):
@@ -50,6 +66,7 @@ def load_model(args: argparse.Namespace):
 
     from reverie.engine import WorldModel
 
+    check_model_args(args)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     if args.random:
@@ -96,7 +113,7 @@ def _add_revisit(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="training dataset dir or manifest.jsonl: refuse held-out scenes that are in it",
     )
-    p.set_defaults(func=_revisit)
+    p.set_defaults(func=_revisit, on_interrupt=NO_OUTPUT)
 
 
 def _revisit(args: argparse.Namespace) -> int:
@@ -112,6 +129,7 @@ def _revisit(args: argparse.Namespace) -> int:
         prompt=args.prompt,
         seed=args.seed,
     )
+    check_model_args(args)
     check_disjoint([heldout_scene_seed(i) for i in range(cfg.scenes)], args.training_manifest)
     model = load_model(args)
     result = run_revisit(model, cfg, progress=not args.no_progress)
@@ -136,7 +154,7 @@ def _add_actions(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--policies", type=_policies, default="relic", help=POLICY_HELP)
     p.add_argument("--prompt", choices=("caption", "empty"), default="caption")
     p.add_argument("--training-manifest", default=None, help="as for `eval revisit`")
-    p.set_defaults(func=_actions)
+    p.set_defaults(func=_actions, on_interrupt=NO_OUTPUT)
 
 
 def _actions(args: argparse.Namespace) -> int:
@@ -151,6 +169,7 @@ def _actions(args: argparse.Namespace) -> int:
         prompt=args.prompt,
         seed=args.seed,
     )
+    check_model_args(args)
     check_disjoint([heldout_scene_seed(i) for i in range(cfg.scenes)], args.training_manifest)
     probe = load_probe(args.probe)
     model = load_model(args)
@@ -179,7 +198,7 @@ def _add_speed(sub: argparse._SubParsersAction) -> None:
         "--policies", type=_policies, default="full,window,relic,mag,retrieval", help=POLICY_HELP
     )
     p.add_argument("--warmup-steps", type=int, default=3, help="untimed first steps")
-    p.set_defaults(func=_speed)
+    p.set_defaults(func=_speed, on_interrupt=NO_OUTPUT)
 
 
 def _speed(args: argparse.Namespace) -> int:
@@ -191,6 +210,7 @@ def _speed(args: argparse.Namespace) -> int:
         warmup_steps=args.warmup_steps,
         seed=args.seed,
     )
+    check_model_args(args)
     model = load_model(args)
     result = run_speed(model, cfg, progress=not args.no_progress)
     _write(args.out, result, model, args)
@@ -237,6 +257,9 @@ def _train_probe(args: argparse.Namespace) -> int:
     )
     if not Path(args.data).is_dir():
         raise FileNotFoundError(f"--data {args.data} is not a directory")
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise ValueError(f"--out {args.out} is a file; give a directory")
+    check_writable(Path(args.out) / "probe.json", "--out")
     torch.set_num_threads(args.threads)
     report = train_probe(args.data, args.out, cfg, progress=not args.no_progress)
     print(format_report(report))

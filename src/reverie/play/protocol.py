@@ -29,11 +29,12 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from reverie.engine.world_model import GAMMA_RANGE, check_prompt
+
 MAX_MESSAGE_CHARS = 4096  # client messages are tiny; longer ones are rejected before parsing
-MAX_PROMPT_CHARS = 1000
 MAX_KEYS = 16  # more simultaneously held keys than this is malformed
 MAX_SEED = 2**31 - 1
-GAMMA_RANGE = (0.05, 4.0)  # velocity coefficient accepted from the page (RELIC §5.2)
+MAX_DEPTH = 4  # client messages are flat objects (keys: one list); deeper nesting is malformed
 _HEADER = struct.Struct(">I")
 
 
@@ -125,6 +126,26 @@ def _check_fields(kind: str, msg: Mapping) -> None:
             )
 
 
+def _depth(value: object) -> int:
+    """Nesting depth of a parsed JSON value (a scalar is 0)."""
+    if isinstance(value, dict):
+        return 1 + max(map(_depth, value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max(map(_depth, value), default=0)
+    return 0
+
+
+def _check_text(kind: str, msg: Mapping) -> None:
+    """Every string field must be valid Unicode text (JSON allows lone surrogates, "\\ud800",
+    which no tokenizer or encoder takes)."""
+    for name, value in msg.items():
+        if isinstance(value, str):
+            try:
+                check_prompt(value, f"{kind!r} message: field {name!r}")
+            except ValueError as e:
+                raise ProtocolError(str(e)) from None
+
+
 def _check_gamma(gamma: float) -> float:
     lo, hi = GAMMA_RANGE
     if not (math.isfinite(gamma) and lo <= gamma <= hi):
@@ -151,16 +172,23 @@ def parse_client_message(text: str, known_keys: Mapping[str, str]) -> ClientMess
     """
     if len(text) > MAX_MESSAGE_CHARS:
         raise ProtocolError(f"message too long ({len(text)} > {MAX_MESSAGE_CHARS} characters)")
+    too_deep = ProtocolError(f"message is nested too deeply (at most {MAX_DEPTH} levels)")
     try:
         msg = json.loads(text)
+        depth = _depth(msg)
     except json.JSONDecodeError as e:
         raise ProtocolError(f"message is not valid JSON ({e.msg})") from None
+    except RecursionError:
+        raise too_deep from None
     if not isinstance(msg, dict):
         raise ProtocolError("message must be a JSON object with a 'type' field")
+    if depth > MAX_DEPTH:
+        raise too_deep
     kind = msg.get("type")
     if not isinstance(kind, str) or kind not in _SCHEMAS:
         raise ProtocolError(f"unknown message type {kind!r}; expected one of {sorted(_SCHEMAS)}")
     _check_fields(kind, msg)
+    _check_text(kind, msg)
     if kind == "keys":
         keys = msg["keys"]
         if len(keys) > MAX_KEYS or not all(isinstance(k, str) for k in keys):
@@ -177,9 +205,7 @@ def parse_client_message(text: str, known_keys: Mapping[str, str]) -> ClientMess
         return StopMessage()
     if ("scene_seed" in msg) == ("upload_id" in msg):
         raise ProtocolError("'start' needs exactly one of 'scene_seed' or 'upload_id'")
-    prompt = msg.get("prompt")
-    if prompt is not None and len(prompt) > MAX_PROMPT_CHARS:
-        raise ProtocolError(f"prompt longer than {MAX_PROMPT_CHARS} characters")
+    prompt = msg.get("prompt")  # its length and text were checked by `_check_text`
     scene_seed = msg.get("scene_seed")
     return StartMessage(
         scene_seed=None if scene_seed is None else _check_seed("scene_seed", scene_seed),

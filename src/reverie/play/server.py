@@ -11,7 +11,12 @@ Routes (protocol in docs/play.md and ``reverie.play.protocol``):
 - ``POST /api/upload`` raw image bytes (body, at most 10 MB) -> ``{"upload_id": ...}``.
 - ``GET /api/sessions/{id}/clip.mp4`` and ``.../actions.json``: the last seconds of a stream.
 - ``WS /ws`` one play session per connection; beyond ``max_sessions`` a ``busy`` message and
-  close code 1013 (try again later). Closing the tab stops the stream and frees the slot.
+  close code 1013 (try again later). Closing the tab frees the slot at once and stops the
+  stream; a connection silent for ``PlayOptions.idle_timeout_s`` is closed (code 1001).
+- ``/docs`` and ``/openapi.json`` only with ``api_docs=True`` (``reverie play --api-docs``).
+
+Every request passes :class:`reverie.play.access.AccessGuard` first: only this server's own
+``Host`` and ``Origin`` (and a token, when one is set) get in.
 
 The app holds no globals: everything lives in the closure of :func:`create_app`.
 """
@@ -44,6 +49,7 @@ from fastapi.staticfiles import StaticFiles
 from PIL import Image
 
 from reverie.camera.keyboard import KEY_MAP
+from reverie.play.access import AccessGuard, AccessPolicy
 from reverie.play.images import MAX_UPLOAD_BYTES, StartImage, UploadStore, decode_upload
 from reverie.play.images import render_scene as _render_scene
 from reverie.play.protocol import (
@@ -63,6 +69,7 @@ log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).parent / "static"
 SCENE_CACHE_SIZE = 32
 BUSY_CLOSE_CODE = 1013  # RFC 6455 "try again later"
+IDLE_CLOSE_CODE = 1001  # RFC 6455 "going away"
 
 
 def _render_pool() -> ProcessPoolExecutor:
@@ -109,6 +116,8 @@ def create_app(
     max_upload_bytes: int = MAX_UPLOAD_BYTES,
     render_scene: Callable[[int, int], StartImage] = _render_scene,
     render_executor: Callable[[], Executor] | None = None,
+    access: AccessPolicy | None = None,
+    api_docs: bool = False,
 ) -> FastAPI:
     """Build the ASGI app.
 
@@ -122,6 +131,9 @@ def create_app(
         render_scene: ``(seed, resolution) -> StartImage`` for procedural start scenes.
         render_executor: makes the executor ``render_scene`` runs in (default: one worker
             process, started when the server starts).
+        access: hosts, origins and token accepted (default: ``AccessPolicy()``, the local
+            machine's names only).
+        api_docs: serve ``/docs`` and ``/openapi.json``.
 
     Raises (at start-up): ValueError if ``default_memory`` is not one of the model's policies.
     """
@@ -151,7 +163,9 @@ def create_app(
             # the process may end without running atexit hooks.
             await asyncio.to_thread(held["render"].shutdown, wait=True, cancel_futures=True)
 
-    app = FastAPI(title="reverie play", lifespan=lifespan)
+    docs = {} if api_docs else {"docs_url": None, "redoc_url": None, "openapi_url": None}
+    app = FastAPI(title="reverie play", lifespan=lifespan, **docs)
+    app.add_middleware(AccessGuard, policy=access or AccessPolicy())
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     def config() -> dict:
@@ -314,7 +328,14 @@ def create_app(
 
     async def receive_loop(ws: WebSocket, session: PlaySession) -> None:
         while True:
-            message = await ws.receive()
+            try:
+                message = await asyncio.wait_for(ws.receive(), options.idle_timeout_s)
+            except TimeoutError:
+                idle = f"closed after {options.idle_timeout_s:g} s without a message"
+                with contextlib.suppress(Exception):
+                    await ws.send_text(json.dumps({"type": "error", "message": idle}))
+                    await ws.close(code=IDLE_CLOSE_CODE)
+                return
             if message["type"] == "websocket.disconnect":
                 return
             text = message.get("text")
@@ -351,11 +372,10 @@ def create_app(
             await receive_loop(ws, session)
         finally:
             sender.cancel()
-            # The slot is freed once the stream thread has ended, even if this task is
-            # cancelled meanwhile (the shield keeps the join running).
-            stopping = asyncio.ensure_future(asyncio.to_thread(session.stop))
-            stopping.add_done_callback(lambda _: registry.release(session_id))
-            await asyncio.shield(stopping)
+            # The slot is free as soon as the socket is closed; the stream thread ends after
+            # its current step (the shield keeps the join running if this task is cancelled).
+            registry.release(session_id)
+            await asyncio.shield(asyncio.ensure_future(asyncio.to_thread(session.stop)))
 
     return app
 

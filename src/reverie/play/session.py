@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import secrets
 import time
 from collections import deque
@@ -12,9 +13,10 @@ import numpy as np
 
 from reverie.play.clip import ClipBuffer
 from reverie.play.protocol import pack_frame
-from reverie.play.stream import Controls, FrameOutbox, OutFrame, StreamWorker
+from reverie.play.stream import Controls, FrameOutbox, OutFrame, StreamLimits, StreamWorker
 
 FPS_WINDOW_S = 2.0  # delivered frames per second are counted over this window
+MAX_CLIP_SECONDS = 600.0  # the clip ring buffer holds raw frames: 10 min of 64x64 is 120 MB
 
 
 @dataclass(frozen=True)
@@ -27,12 +29,46 @@ class PlayOptions:
         max_pending: frames allowed to be due but unsent before older ones are dropped.
         ack_window: frames sent but not yet acknowledged, for clients that send ``ack``
             (the page does): beyond it frames wait on the server, where stale ones drop.
+        idle_timeout_s: a connection that sends no message for this long is closed (the page
+            acks every frame it shows, so only a vanished or stopped client is idle).
+        stall_pause_s: a stream pauses once no frame was delivered or acknowledged for this
+            long (a client that stopped reading), and goes on when it reads again.
+        max_stream_s: seconds of video after which a stream ends (press Start to go on).
+        max_cache_mb: memory-policy cache size after which a stream ends (`full` and
+            `retrieval` keep every frame).
+
+    Raises:
+        ValueError: a value that is not finite and positive, or ``clip_seconds`` above
+            ``MAX_CLIP_SECONDS``.
     """
 
     clip_seconds: float = 10.0
     jpeg_quality: int = 90
     max_pending: int = 2
     ack_window: int = 4
+    idle_timeout_s: float = 600.0
+    stall_pause_s: float = 3.0
+    max_stream_s: float = 3600.0
+    max_cache_mb: float = 1024.0
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.clip_seconds) and 0 < self.clip_seconds <= MAX_CLIP_SECONDS):
+            raise ValueError(
+                f"--clip-seconds must be in (0, {MAX_CLIP_SECONDS:g}], got {self.clip_seconds}"
+            )
+        if not 1 <= self.jpeg_quality <= 95:
+            raise ValueError(f"jpeg_quality must be in [1, 95], got {self.jpeg_quality}")
+        for name in ("idle_timeout_s", "stall_pause_s", "max_stream_s", "max_cache_mb"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be finite and > 0, got {value}")
+
+    def limits(self, fps: int) -> StreamLimits:
+        """The stream bounds at ``fps``."""
+        return StreamLimits(
+            max_frames=max(1, round(self.max_stream_s * fps)),
+            max_cache_bytes=round(self.max_cache_mb * 2**20),
+        )
 
 
 class PlaySession:
@@ -55,6 +91,7 @@ class PlaySession:
         self._sent: deque[float] = deque()  # send times within FPS_WINDOW_S
         self.acked: int | None = None  # last frame the client acknowledged (None: no acks)
         self.last_sent = -1
+        self.last_progress = time.monotonic()  # the client last took a frame (send or ack)
 
     # -- called from the worker thread ---------------------------------------------------------
     def _emit(self, item: OutFrame | dict) -> None:
@@ -74,6 +111,7 @@ class PlaySession:
             raise RuntimeError("a stream is still running; stop it first")
         self.outbox.clear_frames()
         self.acked, self.last_sent = None, -1
+        self.last_progress = time.monotonic()
         self.controls.set_gamma(gamma)  # held keys carry over to the new stream
         self.clip = ClipBuffer(self.options.clip_seconds, self.model.fps, info)
         self.worker = StreamWorker(
@@ -87,8 +125,15 @@ class PlaySession:
             emit=self._emit,
             clip=self.clip,
             jpeg_quality=self.options.jpeg_quality,
+            should_pause=self.stalled,
+            limits=self.options.limits(self.model.fps),
         )
         self.worker.start()
+
+    def stalled(self) -> bool:
+        """True while the client has taken no frame for ``stall_pause_s`` (read from the
+        worker thread: a float read, no lock needed)."""
+        return time.monotonic() - self.last_progress > self.options.stall_pause_s
 
     def stop(self) -> None:
         """Stop the stream and wait for its thread (blocking: run with ``asyncio.to_thread``)."""
@@ -106,6 +151,7 @@ class PlaySession:
         if frame > self.last_sent:
             return
         self.acked = frame if self.acked is None else max(self.acked, frame)
+        self.last_progress = time.monotonic()
         self.outbox.wake()
 
     def may_send_frame(self) -> bool:
@@ -121,6 +167,7 @@ class PlaySession:
         """
         now = time.monotonic()
         self.last_sent = frame.header["frame"]
+        self.last_progress = now
         self._sent.append(now)
         while self._sent[0] < now - FPS_WINDOW_S:
             self._sent.popleft()

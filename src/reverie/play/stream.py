@@ -8,7 +8,8 @@ Three parts, so that generation never waits on the network:
 - :class:`StreamWorker` — one thread per session: starts the engine session, then loops
   ``read controls -> Session.step -> JPEG-encode -> hand frames to the event loop``. It paces
   itself against a presentation clock (at most one block ahead of real time), not against the
-  client.
+  client; it pauses while the client has stopped taking frames (``should_pause``), and ends the
+  stream at a maximum length or memory-cache size (``StreamLimits``).
 - :class:`FrameOutbox` — lives on the event loop; the sender coroutine takes frames from it when
   they are due. When the client is slow, frames that are overdue beyond ``max_pending`` are
   dropped (counted), so nothing queues without bound.
@@ -68,6 +69,22 @@ class Controls:
     def snapshot(self) -> ControlState:
         with self._lock:
             return self._state
+
+
+@dataclass(frozen=True)
+class StreamLimits:
+    """Bounds of one stream, so that a forgotten tab cannot hold memory or a core forever.
+
+    Attributes:
+        max_frames: frames after which the stream ends (its KV cache grows with `full`).
+        max_cache_bytes: memory-policy cache size after which the stream ends (`full`,
+            `retrieval` keep every frame).
+        pause_poll_s: how often a paused stream looks whether the client is back.
+    """
+
+    max_frames: int = 16 * 3600
+    max_cache_bytes: int = 2**30
+    pause_poll_s: float = 0.05
 
 
 @dataclass
@@ -158,6 +175,9 @@ class StreamWorker(threading.Thread):
             (``ready``, ``error``); must be thread-safe (the server posts to its event loop).
         clip: receives every generated frame with its action-log entry.
         jpeg_quality: 1-95.
+        should_pause: called before each step; while it returns True the worker waits
+            (a client that stopped reading costs no compute).
+        limits: the stream's maximum length and cache size (`StreamLimits`).
 
     The velocity coefficient read from the controls is set on the engine session
     (``Session.gamma``, RELIC §5.2) before each step, so the slider acts from the next block.
@@ -176,12 +196,18 @@ class StreamWorker(threading.Thread):
         emit: Callable[[OutFrame | dict], None],
         clip: ClipBuffer,
         jpeg_quality: int = 90,
+        should_pause: Callable[[], bool] = lambda: False,
+        limits: StreamLimits | None = None,
     ) -> None:
         super().__init__(name="reverie-play-stream", daemon=True)
         self.model, self.image, self.prompt = model, image, prompt
         self.memory, self.gamma_start, self.seed = memory, gamma, seed
         self.controls, self.emit, self.clip = controls, emit, clip
         self.jpeg_quality = jpeg_quality
+        self.should_pause = should_pause
+        self.limits = limits or StreamLimits()
+        self.frames_out = 0
+        self.paused_s = 0.0  # time spent waiting for a stalled client
         self._stop_event = threading.Event()
 
     def stop(self) -> None:
@@ -215,6 +241,14 @@ class StreamWorker(threading.Thread):
         next_time += 1.0 / fps
         est_step_s = 0.0  # running mean of Session.step time
         while not self._stop_event.is_set():
+            if self._over_limit(session):
+                break
+            if self.should_pause():  # the client stopped taking frames: wait, do not compute
+                tic = time.monotonic()
+                if self._stop_event.wait(self.limits.pause_poll_s):
+                    break
+                self.paused_s += time.monotonic() - tic
+                continue
             # Start the step so that its frames are ready about when they are due (one frame of
             # slack): reading the keys any earlier would only add latency.
             wait = next_time - est_step_s - 1.0 / fps - time.monotonic()
@@ -233,6 +267,19 @@ class StreamWorker(threading.Thread):
             actions = np.broadcast_to(action, (len(frames), len(action)))  # (n, 13)
             self._publish(session, frames, actions, state, base, step_s, spacing=spacing)
             next_time = base + len(frames) * spacing
+
+    def _over_limit(self, session) -> bool:
+        """Ends the stream (with a message) at the maximum length or cache size."""
+        seconds = self.limits.max_frames / self.model.fps
+        if self.frames_out >= self.limits.max_frames:
+            why = f"the stream reached its maximum length ({seconds:g} s)"
+        elif session.stats()["cache_bytes"] > self.limits.max_cache_bytes:
+            mb = self.limits.max_cache_bytes / 2**20
+            why = f"the {self.memory} memory cache reached its limit ({mb:.0f} MB)"
+        else:
+            return False
+        self.emit({"type": "error", "message": f"{why}; press Start to go on", "stopped": True})
+        return True
 
     def _publish(
         self,
@@ -263,3 +310,4 @@ class StreamWorker(threading.Thread):
             }
             jpeg = encode_jpeg(frame, self.jpeg_quality)
             self.emit(OutFrame(base + i * spacing, jpeg, header, state.received_at))
+            self.frames_out += 1

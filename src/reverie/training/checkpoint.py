@@ -13,6 +13,11 @@ Every rank writes into ``.tmp-step_XXXXXXXX`` and rank 0 renames it to ``step_XX
 all files are flushed, so a crash at any point leaves either no checkpoint or a complete one.
 Under FSDP the weights and optimizer state are gathered into full tensors, so a checkpoint can be
 resumed with any world size and any ``distributed`` mode.
+
+A checkpoint damaged after the fact (a truncated file from a full disk or a lost write cache, an
+empty ``trainer_state.json``) is found by :func:`verify_checkpoint` before it is loaded; resume
+then falls back to the newest intact one (:func:`latest_intact_checkpoint`) and moves the
+damaged ones aside as ``damaged-step_XXXXXXXX``.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import json
 import logging
 import os
 import shutil
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +35,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from reverie.config_utils import config_diff
-from reverie.io import atomic_write_json
+from reverie.io import atomic_write_json, check_safetensors
 from reverie.training.distributed import DistContext, full_tensor, unwrap
 from reverie.training.ema import EMA
 from reverie.training.seeding import rng_state, set_rng_state
@@ -40,6 +46,8 @@ logger = logging.getLogger(__name__)
 CHECKPOINTS = "checkpoints"
 _PREFIX = "step_"
 _TMP = ".tmp-"
+_DAMAGED = "damaged-"
+_JSON_FILES = ("trainer_state.json", "config.json")
 
 
 def checkpoint_dirs(run_dir: str | Path) -> list[Path]:
@@ -57,9 +65,82 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
     return dirs[-1] if dirs else None
 
 
+def _read_json(path: Path) -> dict[str, Any]:
+    """A checkpoint's JSON file.
+
+    Raises:
+        ValueError: naming the file: missing, empty or not a JSON object.
+    """
+    if not path.is_file():
+        raise ValueError(f"{path} is missing")
+    text = path.read_text(errors="replace")
+    if not text.strip():
+        raise ValueError(f"{path} is empty")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} is not a JSON object")
+    return data
+
+
+def verify_checkpoint(ckpt: str | Path) -> str | None:
+    """Why ``ckpt`` cannot be resumed (naming the file), or None if it looks intact.
+
+    Reads headers only: every JSON file parses, every safetensors file holds all its tensors'
+    bytes (`reverie.io.check_safetensors`), ``optimizer.pt`` is a complete zip archive.
+    """
+    ckpt = Path(ckpt)
+    try:
+        for name in _JSON_FILES:
+            _read_json(ckpt / name)
+        for path in sorted(ckpt.glob("*.safetensors")):
+            check_safetensors(path)
+        optim = ckpt / "optimizer.pt"
+        if not optim.is_file():
+            return f"{optim} is missing"
+        try:
+            with zipfile.ZipFile(optim) as archive:  # the directory sits at the end of the file
+                entries = archive.infolist()
+            end = max((i.header_offset + i.compress_size for i in entries), default=0)
+        except zipfile.BadZipFile as e:
+            return f"{optim} is truncated or corrupt ({e})"
+        if end > optim.stat().st_size:
+            return f"{optim} is truncated"
+    except (ValueError, OSError) as e:
+        return str(e)
+    return None
+
+
+def latest_intact_checkpoint(run_dir: str | Path) -> tuple[Path | None, list[tuple[Path, str]]]:
+    """The newest checkpoint that passes :func:`verify_checkpoint`, and the newer damaged ones
+    with the reason each was skipped (newest first)."""
+    damaged = []
+    for ckpt in reversed(checkpoint_dirs(run_dir)):
+        reason = verify_checkpoint(ckpt)
+        if reason is None:
+            return ckpt, damaged
+        damaged.append((ckpt, reason))
+    return None, damaged
+
+
+def set_aside(ckpt: Path) -> Path:
+    """Rename a damaged checkpoint to ``damaged-step_XXXXXXXX`` (kept for inspection, no longer
+    listed); returns the new path."""
+    target = ckpt.with_name(_DAMAGED + ckpt.name)
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(ckpt, target)
+    return target
+
+
 def read_checkpoint_config(ckpt: str | Path) -> dict[str, Any]:
-    """``{"stage": ..., "config": {...}}`` of a checkpoint."""
-    return json.loads((Path(ckpt) / "config.json").read_text())
+    """``{"stage": ..., "config": {...}}`` of a checkpoint.
+
+    Raises:
+        ValueError: naming ``config.json`` if it is missing, empty or corrupt.
+    """
+    return _read_json(Path(ckpt) / "config.json")
 
 
 def check_compatible(
@@ -254,6 +335,7 @@ def load_checkpoint(ckpt: Path, stage: Stage, ema: EMA | None, dist: DistContext
         path = ckpt / f"{name}.safetensors"
         if not path.is_file():
             raise ValueError(f"checkpoint {ckpt} has no weights for module {name!r}")
+        check_safetensors(path)
         tensors = load_file(str(path))
         _check_fits(ckpt, name, module, tensors)
         if dist.mode == "fsdp":
@@ -271,11 +353,14 @@ def load_checkpoint(ckpt: Path, stage: Stage, ema: EMA | None, dist: DistContext
             if not path.is_file():
                 raise ValueError(f"checkpoint {ckpt} has no EMA of module {name!r}")
             ema.load_full_state_dict(name, load_file(str(path)))
-    optim = torch.load(ckpt / "optimizer.pt", map_location="cpu", weights_only=True)
+    try:
+        optim = torch.load(ckpt / "optimizer.pt", map_location="cpu", weights_only=True)
+    except (RuntimeError, OSError, EOFError) as e:
+        raise ValueError(f"{ckpt / 'optimizer.pt'} cannot be read ({e})") from e
     _load_optimizers(stage, optim["optimizers"], dist)
     for name, sched in stage.schedulers().items():
         sched.load_state_dict(optim["schedulers"][name])
-    state = json.loads((ckpt / "trainer_state.json").read_text())
+    state = _read_json(ckpt / "trainer_state.json")
     stage.load_extra_state(state["extra"])
     rng_path = ckpt / f"rng_rank{dist.rank}.pt"
     if rng_path.is_file():

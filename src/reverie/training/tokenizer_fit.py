@@ -1,7 +1,7 @@
 """``reverie fit-tokenizer``: fit the linear ``PatchTokenizer`` on a rendered dataset.
 
     reverie fit-tokenizer --data runs/default/data/worlds --out runs/default/vae
-    reverie fit-tokenizer --data data/tiny --out runs/tiny/patch --channels 16 --patch 4 --episodes 64
+    reverie fit-tokenizer --data data/tiny --out runs/tiny/patch --channels 16 --episodes 64
 
 Reads up to ``--episodes`` episodes of the dataset (manifest order), accumulates the patch
 covariances in float64 and writes a ``save_vae`` directory (``vae.safetensors`` +

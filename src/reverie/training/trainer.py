@@ -15,6 +15,9 @@ stage's inputs (``Stage.check_config``), EMA module names.
 A resumed run continues exactly: weights, EMA, optimizer/scheduler state, every rank's RNG
 states and the step are restored, the data stream restarts at the global micro-batch it had
 reached (``Stage.batches(start)``), and ``metrics.jsonl`` is cut back to the checkpoint.
+Resume takes the newest *intact* checkpoint: damaged newer ones are named in a warning and
+moved aside (``reverie.training.checkpoint.latest_intact_checkpoint``); with no checkpoint at
+all it says so and starts fresh.
 """
 
 from __future__ import annotations
@@ -36,9 +39,11 @@ from reverie.config_utils import load_config, to_dict
 from reverie.training.checkpoint import (
     check_compatible,
     latest_checkpoint,
+    latest_intact_checkpoint,
     load_checkpoint,
     remove_partial_checkpoints,
     save_checkpoint,
+    set_aside,
     write_run_config,
 )
 from reverie.training.distributed import DistContext
@@ -120,6 +125,8 @@ class Trainer:
                 f"{self.run_dir} already has checkpoints (latest {ckpt.name}); pass --resume "
                 "(trainer.resume=true) to continue it or choose another trainer.run_dir"
             )
+        if self.cfg.resume:
+            ckpt = self._intact_checkpoint()
         if ckpt is not None:
             check_compatible(ckpt, stage_cls.name, self.config_dict, stage_cls.resumable_changes)
         self.dist = DistContext.setup(self.cfg)
@@ -128,6 +135,33 @@ class Trainer:
         except BaseException:
             self.dist.close()
             raise
+
+    def _intact_checkpoint(self) -> Path | None:
+        """The checkpoint to resume: the newest intact one (damaged newer ones are reported
+        and, on rank 0, moved aside), or None when the run has none (said, then fresh).
+
+        Raises:
+            ValueError: every checkpoint is damaged (each named with its problem).
+        """
+        ckpt, damaged = latest_intact_checkpoint(self.run_dir)
+        if damaged and ckpt is None:
+            reasons = "; ".join(reason for _, reason in damaged)
+            raise ValueError(
+                f"cannot resume {self.run_dir}: every checkpoint is damaged ({reasons}); "
+                "delete them to start fresh or choose another trainer.run_dir"
+            )
+        for bad, reason in damaged:
+            logger.warning(
+                "checkpoint %s is damaged (%s); resuming from the older %s instead",
+                bad.name,
+                reason,
+                ckpt.name,
+            )
+            if int(os.environ.get("RANK", "0")) == 0:
+                logger.warning("moved it to %s", set_aside(bad))
+        if ckpt is None:
+            logger.warning("nothing to resume in %s; starting fresh", self.run_dir)
+        return ckpt
 
     def _build(self, stage_cls: type[Stage], ckpt: Path | None) -> None:
         cfg, dist = self.cfg, self.dist
