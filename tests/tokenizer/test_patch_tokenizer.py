@@ -98,8 +98,9 @@ def test_whitened_latents_and_stats():
     m = torch.tensor(mean).view(1, 1, 16, 1, 1)
     s = torch.tensor(std).view(1, 1, 16, 1, 1)
     assert torch.allclose(tok2.encode(videos[0]), (tok.encode(videos[0]) - m) / s, atol=1e-5)
-    assert torch.allclose(tok2.decode(tok2.encode(videos[0])), tok.decode(tok.encode(videos[0])),
-                          atol=1e-5)
+    assert torch.allclose(
+        tok2.decode(tok2.encode(videos[0])), tok.decode(tok.encode(videos[0])), atol=1e-5
+    )
 
 
 def test_save_load_round_trip(tmp_path):
@@ -129,8 +130,9 @@ def test_fit_tokenizer_cli_then_encode(tmp_path, capsys):
     assert main(["fit-tokenizer", "--data", str(data), "--out", str(tmp_path / "tok")]) == 0
     line = json.loads(capsys.readouterr().out)
     assert line["episodes"] == 2 and 0.9 < line["group_explained"] <= 1.0
-    index = encode_dataset(data, tmp_path / "tok", tmp_path / "lat", clip_frames=17,
-                           progress=False)
+    index = encode_dataset(data, tmp_path / "tok", tmp_path / "lat", clip_frames=17, progress=False)
     assert index["settings"]["latent_shape"] == [16, 8, 8]
-    assert main(["fit-tokenizer", "--data", str(data), "--out", str(tmp_path / "t2"),
-                 "--patch", "5"]) == 2
+    assert (
+        main(["fit-tokenizer", "--data", str(data), "--out", str(tmp_path / "t2"), "--patch", "5"])
+        == 2
+    )

@@ -6,6 +6,7 @@
     reverie eval train-probe --data /work/train/data/worlds --out benchmarks/pose_probe --threads 1
     reverie eval actions --checkpoint DIR --probe benchmarks/pose_probe --scenes 8 \\
         --out benchmarks/results/actions.json
+    reverie eval follow --checkpoint DIR --scenes 16 --out benchmarks/results/follow.json
     reverie eval speed --checkpoint DIR --minutes 2 --out benchmarks/results/speed.json
     # CPU smoke test without weights:
     reverie eval revisit --random --scenes 1 --seconds 8 --min-gap 1 --policies window,relic \\
@@ -186,6 +187,52 @@ def _actions(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------- follow
+def _add_follow(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "follow",
+        help="does the model keep the start image and move it with the camera?",
+        description="From frame 0 of held-out scenes, generate along the commanded camera path "
+        "and score PSNR/SSIM per second against ground truth, next to the tokenizer's round "
+        "trip, 'repeat the start frame' and 'mean colour' (reverie.evaluation.follow).",
+    )
+    _add_model_args(p)
+    p.add_argument("--scenes", type=int, default=8, help="held-out scenes (default 8)")
+    p.add_argument("--seconds", type=float, default=4.0, help="path length (default 4)")
+    p.add_argument("--policy", default="window", help="memory policy (default window)")
+    p.add_argument(
+        "--family",
+        choices=("random", "revisit", "mixed"),
+        default="random",
+        help="camera path family (default random)",
+    )
+    p.add_argument("--training-manifest", default=None, help="as for `eval revisit`")
+    p.set_defaults(func=_follow, on_interrupt=NO_OUTPUT)
+
+
+def _follow(args: argparse.Namespace) -> int:
+    from reverie.evaluation.follow import FollowConfig, format_table, run_follow
+    from reverie.evaluation.heldout import check_disjoint, heldout_scene_seed
+
+    cfg = FollowConfig(
+        scenes=args.scenes,
+        seconds=args.seconds,
+        policy=args.policy,
+        seed=args.seed,
+        family=args.family,
+    )
+    check_model_args(args)
+    check_disjoint([heldout_scene_seed(i) for i in range(cfg.scenes)], args.training_manifest)
+    model = load_model(args)
+    if cfg.policy not in model.memory_policies:
+        raise ValueError(f"--policy {cfg.policy!r}: known {', '.join(model.memory_policies)}")
+    result = run_follow(model, cfg, progress=not args.no_progress)
+    _write(args.out, result, model, args, {"training_manifest": args.training_manifest})
+    print(format_table(result))
+    print(f"wrote {args.out}")
+    return 0
+
+
 # ---------------------------------------------------------------------------------- speed
 def _add_speed(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -268,7 +315,7 @@ def _train_probe(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    """Register `reverie eval` with `revisit`, `actions`, `speed` and `train-probe`."""
+    """Register `reverie eval` with `revisit`, `actions`, `follow`, `speed` and `train-probe`."""
     p = sub.add_parser(
         "eval",
         help="benchmarks: revisit consistency, action accuracy, streaming speed",
@@ -277,5 +324,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     eval_sub = p.add_subparsers(dest="eval_command", required=True)
     _add_revisit(eval_sub)
     _add_actions(eval_sub)
+    _add_follow(eval_sub)
     _add_speed(eval_sub)
     _add_train_probe(eval_sub)

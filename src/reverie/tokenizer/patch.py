@@ -154,13 +154,9 @@ class PatchTokenizer(nn.Module):
         t_lat = num_latent_frames(frames, self.temporal_factor)
         return (batch, t_lat, self.latent_channels, height // s, width // s)
 
-    def with_latent_stats(
-        self, mean: Iterable[float], std: Iterable[float]
-    ) -> PatchTokenizer:
+    def with_latent_stats(self, mean: Iterable[float], std: Iterable[float]) -> PatchTokenizer:
         """A copy whose `encode` also standardises by these per-channel statistics."""
-        out = PatchTokenizer(
-            self.config.replace(latents_mean=tuple(mean), latents_std=tuple(std))
-        )
+        out = PatchTokenizer(self.config.replace(latents_mean=tuple(mean), latents_std=tuple(std)))
         out.load_state_dict(self.state_dict())
         return out
 
@@ -289,7 +285,10 @@ class PatchEncoderStream:
         tok = self.tokenizer
         tok.check_video(frames)
         if self.pending is not None:
-            if frames.shape[0] != self.pending.shape[0] or frames.shape[3:] != self.pending.shape[3:]:
+            if (
+                frames.shape[0] != self.pending.shape[0]
+                or frames.shape[3:] != self.pending.shape[3:]
+            ):
                 raise ValueError(
                     f"frames {tuple(frames.shape)} do not continue the stream's "
                     f"{tuple(self.pending.shape)}"
@@ -372,9 +371,7 @@ def fit_patch_tokenizer(
         first.add(rearrange(x, "t c (h p) (w q) -> t h w (c p q)", p=p, q=p))
         groups = (x.shape[0] - 1) // g
         tubes = x[1 : 1 + g * groups]  # (groups * 4, 3, H, W)
-        group.add(
-            rearrange(tubes, "(n t) c (h p) (w q) -> n h w (t c p q)", t=g, p=p, q=p)
-        )
+        group.add(rearrange(tubes, "(n t) c (h p) (w q) -> n h w (t c p q)", t=g, p=p, q=p))
         frames_used += x.shape[0]
     if first.count == 0:
         raise ValueError("fit_patch_tokenizer needs at least one video")
