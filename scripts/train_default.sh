@@ -22,10 +22,11 @@ EPISODES=${EPISODES:-400}           # x 20 s at 16 fps, 64x64 (~2.2 h of video)
 FIT_EPISODES=${FIT_EPISODES:-96}    # episodes the tokenizer's PCA is fitted on
 TEACHER_STEPS=${TEACHER_STEPS:-2000}
 TEACHER_BATCH=${TEACHER_BATCH:-16}  # x 20 latent frames x 16 tokens
-ODE_SHARDS=${ODE_SHARDS:-48}        # x 4 clips of 20 latent frames
-STUDENT_STEPS=${STUDENT_STEPS:-1000}
+ODE=${ODE:-0}                       # 1: ODE init from teacher samples (RELIC §4.4.1); 0: data-forced
+ODE_SHARDS=${ODE_SHARDS:-112}       # x 4 clips of 20 latent frames (ODE=1 only)
+STUDENT_STEPS=${STUDENT_STEPS:-2000}
 STUDENT_BATCH=${STUDENT_BATCH:-8}
-MAG_STEPS=${MAG_STEPS:-200}
+MAG_STEPS=${MAG_STEPS:-300}
 RETRIEVAL_STEPS=${RETRIEVAL_STEPS:-2000}
 PROBE_STEPS=${PROBE_STEPS:-2000}
 DEVICE=${DEVICE:-cpu}               # cuda trains the same recipe on a GPU
@@ -62,14 +63,23 @@ timed teacher reverie train teacher --config configs/tiny/teacher.yaml --resume 
   data.latents="$WORK/latents" trainer.run_dir="$WORK/teacher" data.batch_size="$TEACHER_BATCH" \
   trainer.max_steps="$TEACHER_STEPS" trainer.checkpoint_every=100 trainer.log_every=20
 
-log "5/9 teacher ODE trajectories ($ODE_SHARDS shards)"
-timed ode reverie train ode --config configs/tiny/ode.yaml --resume trainer.device="$DEVICE" \
-  ode.teacher="$WORK/teacher" ode.latents="$WORK/latents" ode.out="$WORK/ode" \
-  trainer.run_dir="$WORK/ode-run" trainer.max_steps="$ODE_SHARDS"
+# The student regresses with hybrid forcing either onto teacher ODE samples (ODE=1) or onto real
+# clips (ODE=0, the default: at this compute the teacher's samples from noise are not scenes
+# yet, see docs/model_card.md).
+if [ "$ODE" = "1" ]; then
+  log "5/9 teacher ODE trajectories ($ODE_SHARDS shards)"
+  timed ode reverie train ode --config configs/tiny/ode.yaml --resume trainer.device="$DEVICE" \
+    ode.teacher="$WORK/teacher" ode.latents="$WORK/latents" ode.out="$WORK/ode" \
+    trainer.run_dir="$WORK/ode-run" trainer.max_steps="$ODE_SHARDS"
+  student_data="data.trajectories=$WORK/ode"
+else
+  log "5/9 (no ODE trajectories: the student is data-forced)"
+  student_data="data.trajectories=null data.latents=$WORK/latents"
+fi
 
-log "6/9 student: ODE init with hybrid forcing ($STUDENT_STEPS steps)"
+log "6/9 student: hybrid forcing ($STUDENT_STEPS steps, $student_data)"
 timed student reverie train student --config configs/tiny/student.yaml --resume $common $dit \
-  teacher="$WORK/teacher" data.trajectories="$WORK/ode" trainer.run_dir="$WORK/student" \
+  teacher="$WORK/teacher" $student_data trainer.run_dir="$WORK/student" \
   data.batch_size="$STUDENT_BATCH" \
   trainer.max_steps="$STUDENT_STEPS" trainer.checkpoint_every=100
 

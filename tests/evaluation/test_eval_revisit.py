@@ -56,6 +56,9 @@ def test_oracle_generation_scores_perfectly(tiny_episode):
     b = baselines([tiny_episode])
     assert b["history_oracle"]["revisit_psnr_history"] == 100.0
     assert b["last_context_frame"]["psnr_gt"] < 20
+    # the return ends on frame 0 itself: holding the start frame scores it exactly (capped)
+    assert b["start_frame"]["revisit_psnr_gt"] > 25 > b["mean_colour"]["revisit_psnr_gt"]
+    assert set(b["mean_colour"]) == {"psnr_gt", "ssim_gt", "revisit_psnr_gt"}
 
 
 def test_revisit_command_with_random_model(tmp_path, monkeypatch, tiny_episode, capsys):

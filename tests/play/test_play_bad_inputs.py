@@ -34,7 +34,7 @@ def test_play_protocol_and_access_corpus():
         '{"type": "gamma", "gamma": Infinity}': "gamma must be in",
         '{"type": "gamma", "gamma": 100}': "gamma must be in",
         '{"type": "start", "scene_seed": -1}': "scene_seed",
-        json.dumps({"type": "start", "scene_seed": 1, "prompt": "x" * 1001}): "characters",
+        json.dumps({"type": "start", "scene_seed": 1, "prompt": "x" * 4001}): "characters",
         '{"type": "ack", "frame": true}': "must be int",
         "": "not valid JSON",
     }

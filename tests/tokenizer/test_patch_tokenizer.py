@@ -136,3 +136,12 @@ def test_fit_tokenizer_cli_then_encode(tmp_path, capsys):
         main(["fit-tokenizer", "--data", str(data), "--out", str(tmp_path / "t2"), "--patch", "5"])
         == 2
     )
+
+
+def test_fit_tokenizer_refuses_a_file_as_out(tmp_path):
+    from reverie.cli import main
+
+    data = write_dataset(tmp_path / "data", episodes=1, frames=9, size=32)
+    (tmp_path / "f").write_text("x")
+    assert main(["fit-tokenizer", "--data", str(data), "--out", str(tmp_path / "f")]) == 2
+    assert (tmp_path / "f").read_text() == "x"

@@ -138,3 +138,50 @@ def test_bad_inputs_are_clear_errors(setup, tmp_path):
         run("frames_per_block=3")
     with pytest.raises(ValueError, match="max_noisy_blocks=3 > 2 blocks"):
         run("hybrid.max_noisy_blocks=3")
+
+
+def data_forced_args(setup, *extra: str) -> tuple[str, ...]:
+    latents = setup[1].parent / "latents"  # make_trajectories' encode output
+    return (
+        "data.trajectories=null",
+        f"data.latents={latents}",
+        "data.clip_latent_frames=4",
+        "data.resolution=32",
+        *extra,
+    )
+
+
+def test_data_forced_inputs_are_real_context_and_forward_process_samples(setup, tmp_path):
+    """`data.latents`: clean context = the real clip; noisy blocks = (1 - t) x0 + t noise."""
+    stage = build(tmp_path, setup, *data_forced_args(setup, "hybrid.max_noisy_blocks=1"))
+    batch = next(stage.batches(0))
+    seen = {}
+
+    def record(module, args, kwargs):
+        seen["x"], seen["t"] = args[0].detach(), args[1].detach()
+
+    stage.student.register_forward_pre_hook(record, with_kwargs=True)
+    torch.manual_seed(3)
+    out = stage.loss("student", batch)
+    x0, x, t = batch.latents, seen["x"], seen["t"]  # (2, 4, 16, 4, 4), same, (2, 4)
+    torch.testing.assert_close(x[:, :2], x0[:, :2])  # context: real, clean
+    assert (t[:, :2] == 0).all() and float(out["noisy_fraction"]) == 0.5
+    for b in range(2):
+        tb = float(t[b, 2])
+        assert any(abs(tb - s) < 1e-6 for s in TIMES) and float(t[b, 3]) == tb
+        noise = (x[b, 2:] - (1 - tb) * x0[b, 2:]) / tb  # what was mixed in: unit Gaussian
+        assert 0.6 < float(noise.std()) < 1.4
+    assert torch.isfinite(out["loss"])
+
+
+def test_data_forced_trains_and_needs_one_source(setup, tmp_path):
+    result = train(
+        "student",
+        CONFIG,
+        student_args(tmp_path, setup, *data_forced_args(setup, "trainer.max_steps=2")),
+    )
+    assert result.step == 2 and all(
+        torch.isfinite(torch.tensor(r["student/loss"])) for r in read_metrics(tmp_path)
+    )
+    with pytest.raises(ValueError, match="exactly one of data.trajectories and data.latents"):
+        train("student", CONFIG, student_args(tmp_path / "b", setup, f"data.latents={tmp_path}"))

@@ -82,3 +82,17 @@ def test_refuses_a_dataset_of_another_resolution_or_clip_length(data, tmp_path):
         train("vae", CONFIG, small(tmp_path, data, "data.clip_frames=6"))
     with pytest.raises(ValueError, match="shorter than clip_frames=13"):
         train("vae", CONFIG, small(tmp_path, data, "data.clip_frames=13"))
+
+
+def test_single_frame_clips(data, tmp_path):
+    """`data.clip_frames=1` (image batches): the forward is the first chunk alone."""
+    _, config = load_experiment("vae", CONFIG, small(tmp_path, data, "data.clip_frames=1"))
+    seed_everything(0)
+    stage = VAEStage(config, DistContext())
+    batch = next(stage.batches(0))
+    assert batch.frames.shape[1] == 1
+    out = stage.loss("vae", batch)
+    assert torch.isfinite(out["loss"])
+    with torch.no_grad():
+        recon, mean, _ = stage.vae(batch.frames, sample=False)
+    assert recon.shape == batch.frames.shape and mean.shape[1] == 1

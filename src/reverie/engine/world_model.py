@@ -66,7 +66,7 @@ DIT_DIR, VAE_DIR, MEMORY_DIR, RETRIEVAL_DIR = "dit", "vae", "memory_model", "ret
 RETRIEVAL_WEIGHTS, RETRIEVAL_CONFIG = "embedder.safetensors", "embedder_config.json"
 GAMMA_RANGE = (0.05, 4.0)  # velocity multipliers offered to users (RELIC §5.2); play's slider
 PROMPT_CACHE_SIZE = 32  # text states kept per model (least recently used dropped)
-MAX_PROMPT_CHARS = 1000
+MAX_PROMPT_CHARS = 4000  # scene captions reach ~1100 characters; MiniLM truncates anyway
 
 
 def check_prompt(prompt: object, what: str = "prompt") -> str:

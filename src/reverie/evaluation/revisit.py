@@ -217,31 +217,53 @@ def psnr_curve(
     ]
 
 
+def _constant_scores(frame: np.ndarray, ep: RevisitEpisode) -> tuple[float, float, float]:
+    """``(PSNR, SSIM over generated frames, PSNR over revisit frames)`` of holding ``frame``.
+
+    Shapes: frame ``(H, W, 3)`` uint8.
+    """
+    truth = ep.gt.frames[ep.memorize_end + 1 : ep.end]
+    held = np.ascontiguousarray(np.broadcast_to(frame, truth.shape))
+    truth_rev = ep.gt.frames[ep.revisit_frames]
+    return (
+        finite_mean(frame_psnr(held, truth)),
+        float(np.mean(frame_ssim(held, truth))),
+        finite_mean(frame_psnr(held[: len(truth_rev)], truth_rev)),
+    )
+
+
 def baselines(eps: list[RevisitEpisode]) -> dict:
-    """Model-free references: ``history_oracle`` and ``last_context_frame`` (module docstring)."""
-    oracle_p, oracle_s, last_p, last_s, last_rp = [], [], [], [], []
+    """Model-free references (module docstring): ``history_oracle``, and three frames held over
+    the generated part: ``last_context_frame`` (the last memorized frame), ``start_frame``
+    (frame 0) and ``mean_colour`` (the memorized frames' mean colour, a flat frame)."""
+    oracle_p, oracle_s = [], []
+    held: dict[str, list[tuple[float, float, float]]] = {
+        "last_context_frame": [],
+        "start_frame": [],
+        "mean_colour": [],
+    }
     for ep in eps:
         g, m = ep.gt, ep.memorize_end
         truth_rev = g.frames[ep.revisit_frames]
         hist = g.frames[ep.history_match]
         oracle_p.append(finite_mean(frame_psnr(truth_rev, hist)))
         oracle_s.append(float(np.mean(frame_ssim(truth_rev, hist))))
-        truth = g.frames[m + 1 : ep.end]
-        last = np.broadcast_to(g.frames[m], truth.shape)
-        last_p.append(finite_mean(frame_psnr(last, truth)))
-        last_s.append(float(np.mean(frame_ssim(np.ascontiguousarray(last), truth))))
-        last_rp.append(finite_mean(frame_psnr(last[: len(truth_rev)], truth_rev)))
-    return {
+        memorized = g.frames[: m + 1]
+        colour = memorized.reshape(-1, 3).mean(0).round().astype(np.uint8)  # (3,)
+        flat = np.broadcast_to(colour, memorized.shape[1:])  # (H, W, 3)
+        held["last_context_frame"].append(_constant_scores(g.frames[m], ep))
+        held["start_frame"].append(_constant_scores(g.frames[0], ep))
+        held["mean_colour"].append(_constant_scores(flat, ep))
+    out: dict = {
         "history_oracle": {
             "revisit_psnr_history": float(np.mean(oracle_p)),
             "revisit_ssim_history": float(np.mean(oracle_s)),
-        },
-        "last_context_frame": {
-            "psnr_gt": float(np.mean(last_p)),
-            "ssim_gt": float(np.mean(last_s)),
-            "revisit_psnr_gt": float(np.mean(last_rp)),
-        },
+        }
     }
+    for name, rows in held.items():
+        p, s, rp = (float(np.mean(col)) for col in zip(*rows, strict=True))
+        out[name] = {"psnr_gt": p, "ssim_gt": s, "revisit_psnr_gt": rp}
+    return out
 
 
 def run_revisit(model, cfg: RevisitConfig, *, progress: bool = True) -> dict:
@@ -346,10 +368,13 @@ def format_table(result: dict) -> str:
             f"{s['max_cache_tokens']:9d} {s['max_cache_bytes'] / 2**20:8.2f}"
         )
     b = result["baselines"]
-    rows.append(
-        f"{'(last ctx)':<10} {b['last_context_frame']['psnr_gt']:8.2f} "
-        f"{b['last_context_frame']['revisit_psnr_gt']:8.2f}"
-    )
+    for label, key in (
+        ("(last ctx)", "last_context_frame"),
+        ("(start)", "start_frame"),
+        ("(mean col)", "mean_colour"),
+    ):
+        if key in b:
+            rows.append(f"{label:<10} {b[key]['psnr_gt']:8.2f} {b[key]['revisit_psnr_gt']:8.2f}")
     rows.append(
         f"{'(oracle)':<10} {'':8} {'':8} {b['history_oracle']['revisit_psnr_history']:8.2f} "
         f"{b['history_oracle']['revisit_ssim_history']:9.3f}"

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from reverie.data import read_episode, read_manifest
-from reverie.io import atomic_write_json
+from reverie.io import atomic_write_json, check_writable
 from reverie.tokenizer import PatchTokenizerConfig, fit_patch_tokenizer, save_vae
 
 logger = logging.getLogger(__name__)
@@ -46,12 +46,15 @@ def fit_tokenizer(
         The fit report (also written to ``out/fit_report.json``).
 
     Raises:
-        FileNotFoundError: no dataset manifest. ValueError: bad sizes, an empty dataset, a
-        resolution not divisible by ``patch``.
+        FileNotFoundError: no dataset manifest. ValueError: an unwritable ``out``, bad sizes, an
+        empty dataset, a resolution not divisible by ``patch``.
     """
     if episodes < 1:
         raise ValueError(f"--episodes must be >= 1, got {episodes}")
     data, out = Path(data), Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; give a directory")
+    check_writable(out / "vae_config.json", "--out")  # before reading any episode
     rows = read_manifest(data)[:episodes]
     if not rows:
         raise ValueError(f"dataset {data} lists no episodes")

@@ -16,6 +16,14 @@ latent blocks from one saved teacher trajectory (``ode`` stage) is split per sam
     4. x0_pred = x_in - t v_θ(x_in, t | text, actions, poses)   (per frame t)
     5. loss = mean over the noisy blocks of ||x0_pred - x0_ODE||^2
 
+**Data-forced variant** (``data.latents`` instead of ``data.trajectories``): the sequence is a
+real latent clip and the noisy blocks are its forward-process samples ``x_t = (1 - t) x0 +
+t noise`` (fresh noise each step) at the student's times, regressed onto the real ``x0``
+(diffusion forcing on data, Chen et al. arXiv 2407.01392). It needs no teacher samples: at our
+CPU scale the teacher's ODE samples from pure noise are not yet scenes, so regressing onto them
+teaches nothing about the start image; the data-forced student learns ``E[x0 | context, x_t]``
+(blurrier than a distilled one, but it follows the context and the actions).
+
 Memory (``hybrid.memory``): ``none`` and ``full`` keep the context clean and uncompressed (the
 ``full`` policy keeps every frame at full resolution). RELIC compresses context latents
 spatially (§4.3); ``reverie.memory`` compresses K/V tokens of a KV cache, which has no
@@ -38,14 +46,16 @@ from reverie.models import AttentionConfig, AttentionMode, WanDiT, WanDiTConfig
 from reverie.text import empty_text_dropout
 from reverie.training.config import OptimConfig, TrainerConfig
 from reverie.training.distributed import DistContext
-from reverie.training.latents import read_index
+from reverie.training.latents import LatentClip, read_index
 from reverie.training.stage import SingleModuleStage, register_stage
 from reverie.training.stages.ode import OdeClip, OdeDataset
 from reverie.training.stages.teacher import (
     DiTModelConfig,
+    LatentDataConfig,
     TeacherConfig,
     TextConfig,
     build_text_encoder,
+    check_latents,
     check_same_backbone,
     conditioning,
     encode_text,
@@ -78,16 +88,39 @@ class HybridForcingConfig:
 
 @dataclass(frozen=True)
 class TrajectoryDataConfig:
-    """``ode`` output directory, global micro-batch size, epoch-order seed, workers."""
+    """What the student regresses onto: ``trajectories`` (an ``ode`` output directory) or
+    ``latents`` (a ``reverie encode`` directory: the data-forced variant, module docstring)
+    with its clip settings (``LatentDataConfig``'s meaning); global micro-batch size,
+    epoch-order seed, workers."""
 
-    trajectories: Path
+    trajectories: Path | None = None
     batch_size: int = 2
     seed: int = 0
     num_workers: int = 0
+    latents: Path | None = None
+    resolution: int = 64
+    clip_latent_frames: int = 20
+    palindrome: float = 0.5
+    clips_per_window: int = 8
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise ValueError(f"data.batch_size must be >= 1, got {self.batch_size}")
+        if (self.trajectories is None) == (self.latents is None):
+            raise ValueError("give exactly one of data.trajectories and data.latents")
+
+    def latent_data(self) -> LatentDataConfig:
+        """The ``LatentDataConfig`` of the data-forced variant."""
+        return LatentDataConfig(
+            latents=self.latents,
+            resolution=self.resolution,
+            clip_latent_frames=self.clip_latent_frames,
+            palindrome=self.palindrome,
+            clips_per_window=self.clips_per_window,
+            batch_size=self.batch_size,
+            seed=self.seed,
+            num_workers=self.num_workers,
+        )
 
 
 @dataclass(frozen=True)
@@ -144,6 +177,10 @@ class StudentStage(SingleModuleStage):
         ckpt, stored = resolve_checkpoint(config.teacher, "teacher")
         teacher = from_dict(TeacherConfig, stored).model.backbone()
         check_same_backbone(teacher, backbone, f"teacher checkpoint {ckpt}")
+        if config.data.latents is not None:
+            check_latents(config.data.latent_data(), backbone)  # channels, size, length
+            cls._check_blocks(config, config.data.clip_latent_frames, dist)
+            return
         index = read_index(config.data.trajectories, "ode")
         times = index["times"][:-1]
         wanted = config.schedule.times
@@ -151,15 +188,20 @@ class StudentStage(SingleModuleStage):
             abs(a - b) > TIME_MATCH for a, b in zip(times, wanted, strict=False)
         ):
             raise ValueError(f"data.trajectories has times {times}, schedule.times are {wanted}")
-        frames, fpb = index["settings"]["clip_latent_frames"], config.frames_per_block
+        channels, h, w = index["latent_shape"]
+        if channels != backbone.in_channels or h % backbone.patch_size[1]:
+            raise ValueError(f"trajectories of ({channels}, {h}, {w}) do not fit the model")
+        cls._check_blocks(config, index["settings"]["clip_latent_frames"], dist)
+
+    @staticmethod
+    def _check_blocks(config: StudentConfig, frames: int, dist: DistContext) -> None:
+        """The clip splits into blocks, ``max_noisy_blocks`` fits, the batch splits."""
+        fpb = config.frames_per_block
         if frames % fpb:
             raise ValueError(f"{frames} latent frames do not split into blocks of {fpb}")
         high = config.hybrid.max_noisy_blocks
         if high is not None and high > frames // fpb:
             raise ValueError(f"hybrid.max_noisy_blocks={high} > {frames // fpb} blocks")
-        channels, h, w = index["latent_shape"]
-        if channels != backbone.in_channels or h % backbone.patch_size[1]:
-            raise ValueError(f"trajectories of ({channels}, {h}, {w}) do not fit the model")
         if config.data.batch_size % dist.world_size:
             raise ValueError(f"data.batch_size={config.data.batch_size} does not split over ranks")
 
@@ -171,13 +213,16 @@ class StudentStage(SingleModuleStage):
         del teacher
         self.text = build_text_encoder(config.text, model.config.text_dim)
         self.student = self.train_module(dist.wrap(model, fsdp_units=model.blocks), config.optim)
-        self.dataset = OdeDataset(config.data.trajectories)
+        if config.data.latents is not None:
+            self.dataset, self.collate = config.data.latent_data().dataset(), LatentClip.collate
+        else:
+            self.dataset, self.collate = OdeDataset(config.data.trajectories), OdeClip.collate
         self.times = torch.tensor(config.schedule.times)  # (S,)
 
-    def batches(self, start: int) -> Iterator[OdeClip]:
-        """``OdeClip`` micro-batches of ``data.batch_size / world_size`` trajectories."""
-        data = self.config.data
-        return self.stream(self.dataset, data, start, collate_fn=OdeClip.collate)
+    def batches(self, start: int) -> Iterator[OdeClip | LatentClip]:
+        """Micro-batches of ``data.batch_size / world_size`` trajectories (``OdeClip``) or real
+        clips (``LatentClip``, the data-forced variant)."""
+        return self.stream(self.dataset, self.config.data, start, collate_fn=self.collate)
 
     def compress_context(self, latents: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """The memory policy's view of the clean context (RELIC §4.4.1: "clean, spatially
@@ -203,17 +248,27 @@ class StudentStage(SingleModuleStage):
         step = torch.randint(0, len(self.times), (batch_size, blocks))  # (B, blocks)
         return noisy.repeat_interleave(fpb, 1), step.repeat_interleave(fpb, 1)  # (B, T) x 2
 
-    def loss(self, update: str, batch: OdeClip) -> dict[str, torch.Tensor]:
-        """``{"loss", "noisy_fraction"}`` of hybrid-forcing ODE regression (steps 1-5)."""
+    def loss(self, update: str, batch: OdeClip | LatentClip) -> dict[str, torch.Tensor]:
+        """``{"loss", "noisy_fraction"}`` of hybrid-forcing x0 regression (steps 1-5), onto the
+        ODE's endpoint or, for a ``LatentClip``, onto the real clip (module docstring)."""
         device = self.dist.device
         clip = batch.to(device)
-        traj = clip.trajectory  # (B, S + 1, T, C, h, w)
-        b, _, frames = traj.shape[:3]
-        x0 = traj[:, -1]  # (B, T, C, h, w), the ODE's endpoint
+        if isinstance(clip, LatentClip):
+            x0 = clip.latents  # (B, T, C, h, w), real
+            b, frames = x0.shape[:2]
+        else:
+            traj = clip.trajectory  # (B, S + 1, T, C, h, w)
+            b, _, frames = traj.shape[:3]
+            x0 = traj[:, -1]  # (B, T, C, h, w), the ODE's endpoint
         noisy, step = self.hybrid_split(b, frames)  # (B, T) each
         noisy, step, times = noisy.to(device), step.to(device), self.times[step].to(device)
-        rows = torch.arange(b, device=device)[:, None]  # (B, 1)
-        x_noisy = traj[rows, step, torch.arange(frames, device=device)[None]]  # (B, T, C, h, w)
+        if isinstance(clip, LatentClip):
+            tt = times[:, :, None, None, None]  # (B, T, 1, 1, 1)
+            x_noisy = (1.0 - tt) * x0 + tt * torch.randn_like(x0)  # forward process at t_j
+        else:
+            rows = torch.arange(b, device=device)[:, None]  # (B, 1)
+            frame_idx = torch.arange(frames, device=device)[None]  # (1, T)
+            x_noisy = traj[rows, step, frame_idx]  # (B, T, C, h, w)
         positions = torch.arange(frames, device=device)
         context = self.compress_context(x0, positions)  # (B, T, C, h, w)
         mask = noisy[:, :, None, None, None]  # (B, T, 1, 1, 1)

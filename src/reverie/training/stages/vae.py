@@ -151,7 +151,8 @@ class VAEAutoencoder(nn.Module):
         check_video(video, cfg.in_channels, cfg.spatial_factor)
         num_latent_frames(video.shape[1], cfg.temporal_factor)
         x = to_wan_layout(video.to(self.model.encoder.conv_in.weight.dtype))  # (B, 3, T, H, W)
-        chunks = [x[:, :, :1], *x[:, :, 1:].split(cfg.temporal_factor, dim=2)]
+        rest = x[:, :, 1:].split(cfg.temporal_factor, dim=2) if x.shape[2] > 1 else ()
+        chunks = [x[:, :, :1], *rest]  # T = 1 (single images): the first chunk only
         encoder = CausalFeatureCache(self.model.encoder)
         h = torch.cat([encoder.run(self.model.encoder, c) for c in chunks], dim=2)
         mean, logvar = self.model.quant_conv(h).chunk(2, dim=1)  # (B, C_lat, t, h, w) each
