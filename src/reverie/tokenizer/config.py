@@ -18,6 +18,7 @@ from typing import Any
 
 from reverie.config_utils import from_dict, to_dict
 from reverie.registry import Registry
+from reverie.tokenizer.layout import check_latent_stats
 
 # Wan2.1 VAE per-channel latent statistics (Wan2.1 `WanVAE.mean/std`, diffusers defaults).
 WAN21_LATENTS_MEAN = (
@@ -58,13 +59,7 @@ class VAEConfig:
     def __post_init__(self) -> None:
         if len(self.temperal_downsample) != len(self.dim_mult) - 1:
             raise ValueError("temperal_downsample needs one entry per downsampling stage")
-        if (self.latents_mean is None) != (self.latents_std is None):
-            raise ValueError("give both latents_mean and latents_std, or neither")
-        if self.latents_mean is not None:
-            if len(self.latents_mean) != self.z_dim or len(self.latents_std) != self.z_dim:
-                raise ValueError(f"latents_mean/latents_std need z_dim={self.z_dim} entries")
-            if any(s <= 0 for s in self.latents_std):
-                raise ValueError("latents_std entries must be positive")
+        check_latent_stats(self.latents_mean, self.latents_std, self.z_dim)
 
     @property
     def latent_mean_std(self) -> tuple[tuple[float, ...], tuple[float, ...]]:

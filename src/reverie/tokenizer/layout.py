@@ -77,6 +77,40 @@ def check_latents(latents: torch.Tensor, channels: int) -> None:
     _check_finite(latents, "latents")
 
 
+def check_latent_stats(
+    mean: tuple[float, ...] | None, std: tuple[float, ...] | None, z_dim: int
+) -> None:
+    """Validate per-channel latent statistics of a tokenizer config (both or neither).
+
+    Raises:
+        ValueError: only one given, not `z_dim` entries each, or a non-positive std.
+    """
+    if (mean is None) != (std is None):
+        raise ValueError("give both latents_mean and latents_std, or neither")
+    if mean is not None:
+        if len(mean) != z_dim or len(std) != z_dim:
+            raise ValueError(f"latents_mean/latents_std need z_dim={z_dim} entries")
+        if any(s <= 0 for s in std):
+            raise ValueError("latents_std entries must be positive")
+
+
+def join_pending(pending: torch.Tensor | None, frames: torch.Tensor) -> torch.Tensor:
+    """Frames buffered by a streaming encoder followed by new ones.
+
+    Shapes: pending `(B, p, 3, H, W)` or None, frames `(B, n, 3, H, W)` -> `(B, p + n, 3, H, W)`.
+
+    Raises:
+        ValueError: the batch or frame size differs from the buffered frames'.
+    """
+    if pending is None:
+        return frames
+    if frames.shape[0] != pending.shape[0] or frames.shape[3:] != pending.shape[3:]:
+        raise ValueError(
+            f"frames {tuple(frames.shape)} do not continue the stream's {tuple(pending.shape)}"
+        )
+    return torch.cat([pending, frames], dim=1)
+
+
 def _check_finite(x: torch.Tensor, name: str) -> None:
     # One host sync per call, at the tokenizer boundary (not in a per-layer hot path).
     if not bool(torch.isfinite(x).all()):

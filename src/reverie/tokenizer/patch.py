@@ -31,7 +31,13 @@ from einops import rearrange
 from torch import nn
 
 from reverie.config_utils import from_dict, to_dict
-from reverie.tokenizer.layout import check_latents, check_video, num_latent_frames
+from reverie.tokenizer.layout import (
+    check_latent_stats,
+    check_latents,
+    check_video,
+    join_pending,
+    num_latent_frames,
+)
 
 
 @dataclass(frozen=True)
@@ -64,13 +70,7 @@ class PatchTokenizerConfig:
                 f"z_dim {self.z_dim} exceeds the {self.first_features} values of a first-frame "
                 "patch"
             )
-        if (self.latents_mean is None) != (self.latents_std is None):
-            raise ValueError("give both latents_mean and latents_std, or neither")
-        if self.latents_mean is not None:
-            if len(self.latents_mean) != self.z_dim or len(self.latents_std) != self.z_dim:
-                raise ValueError(f"latents_mean/latents_std need z_dim={self.z_dim} entries")
-            if any(s <= 0 for s in self.latents_std):
-                raise ValueError("latents_std entries must be positive")
+        check_latent_stats(self.latents_mean, self.latents_std, self.z_dim)
 
     @property
     def spatial_factor(self) -> int:
@@ -284,16 +284,7 @@ class PatchEncoderStream:
         """
         tok = self.tokenizer
         tok.check_video(frames)
-        if self.pending is not None:
-            if (
-                frames.shape[0] != self.pending.shape[0]
-                or frames.shape[3:] != self.pending.shape[3:]
-            ):
-                raise ValueError(
-                    f"frames {tuple(frames.shape)} do not continue the stream's "
-                    f"{tuple(self.pending.shape)}"
-                )
-            frames = torch.cat([self.pending, frames], dim=1)
+        frames = join_pending(self.pending, frames)  # (B, p + n, 3, H, W)
         outputs, start = [], 0
         while True:
             size = 1 if self.num_encoded == 0 else tok.temporal_factor

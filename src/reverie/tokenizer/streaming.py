@@ -22,7 +22,7 @@ import torch
 from diffusers.models.autoencoders.autoencoder_kl_wan import WanCausalConv3d
 from torch import nn
 
-from reverie.tokenizer.layout import check_latents, from_wan_layout, to_wan_layout
+from reverie.tokenizer.layout import check_latents, from_wan_layout, join_pending, to_wan_layout
 
 if TYPE_CHECKING:
     from reverie.tokenizer.vae import VideoVAE
@@ -148,16 +148,7 @@ class StreamingEncoder:
         """
         vae = self.vae
         vae.check_video(frames)
-        if self.pending is not None:
-            if (
-                frames.shape[0] != self.pending.shape[0]
-                or frames.shape[3:] != self.pending.shape[3:]
-            ):
-                raise ValueError(
-                    f"frames {tuple(frames.shape)} do not continue the stream's "
-                    f"{tuple(self.pending.shape)}"
-                )
-            frames = torch.cat([self.pending, frames], dim=1)  # (B, p + n, 3, H, W)
+        frames = join_pending(self.pending, frames)  # (B, p + n, 3, H, W)
         x = to_wan_layout(frames.to(vae.dtype))  # (B, 3, p + n, H, W)
         outputs, start = [], 0
         while x.shape[2] - start >= self._chunk_size():

@@ -99,6 +99,21 @@ def load_trained_vae(path: str | Path, *, ema: bool = True) -> LoadedVAE:
     return LoadedVAE(vae.eval(), weights, resolution)
 
 
+def dataset_resolution(data: str | Path, rows: list[dict[str, Any]]) -> tuple[int, int]:
+    """``(height, width)`` shared by the manifest ``rows`` of dataset ``data``.
+
+    Raises:
+        ValueError: no rows, or rows of several resolutions.
+    """
+    if not rows:
+        raise ValueError(f"dataset {data} lists no episodes")
+    sizes = {(r["height"], r["width"]) for r in rows}
+    if len(sizes) != 1:
+        raise ValueError(f"dataset {data} mixes resolutions {sorted(sizes)}")
+    ((height, width),) = sizes
+    return height, width
+
+
 def longest_clip(num_frames: int, temporal_factor: int = 4) -> int:
     """The longest ``1 + 4k`` frame count that fits ``num_frames`` (>= 1)."""
     return 1 + temporal_factor * ((num_frames - 1) // temporal_factor)
@@ -155,12 +170,7 @@ def encode_dataset(
     if precision not in ("fp32", "bf16"):
         raise ValueError(f"precision must be fp32 or bf16, got {precision!r}")
     rows = read_manifest(data)
-    if not rows:
-        raise ValueError(f"dataset {data} lists no episodes")
-    sizes = {(r["height"], r["width"]) for r in rows}
-    if len(sizes) != 1:
-        raise ValueError(f"dataset {data} mixes resolutions {sorted(sizes)}")
-    ((height, width),) = sizes
+    height, width = dataset_resolution(data, rows)
     loaded = load_trained_vae(vae_path)
     vae, factor = loaded.vae, loaded.vae.spatial_factor
     if loaded.resolution is not None and (height, width) != (loaded.resolution,) * 2:

@@ -23,6 +23,7 @@ import numpy as np
 from reverie.data import read_episode, read_manifest
 from reverie.io import atomic_write_json, check_writable
 from reverie.tokenizer import PatchTokenizerConfig, fit_patch_tokenizer, save_vae
+from reverie.training.encode import dataset_resolution
 
 logger = logging.getLogger(__name__)
 
@@ -56,12 +57,7 @@ def fit_tokenizer(
         raise ValueError(f"--out {out} is a file; give a directory")
     check_writable(out / "vae_config.json", "--out")  # before reading any episode
     rows = read_manifest(data)[:episodes]
-    if not rows:
-        raise ValueError(f"dataset {data} lists no episodes")
-    sizes = {(r["height"], r["width"]) for r in rows}
-    if len(sizes) != 1:
-        raise ValueError(f"dataset {data} mixes resolutions {sorted(sizes)}")
-    ((height, width),) = sizes
+    height, width = dataset_resolution(data, rows)
     if height % patch or width % patch:
         raise ValueError(f"dataset {data} is {height}x{width}, not a multiple of --patch {patch}")
     config = PatchTokenizerConfig(patch_size=patch, z_dim=channels)
