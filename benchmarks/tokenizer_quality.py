@@ -25,6 +25,7 @@ from datetime import date
 import numpy as np
 import torch
 
+from reverie.engine.images import video_to_uint8
 from reverie.evaluation.heldout import render_heldout, sample_heldout_path
 from reverie.evaluation.metrics import frame_psnr, frame_ssim
 from reverie.io import atomic_write_json
@@ -39,12 +40,6 @@ def block_mean(frames: np.ndarray, k: int) -> np.ndarray:
     return np.repeat(np.repeat(x, k, axis=1), k, axis=2).round().astype(np.uint8)
 
 
-def to_uint8(video: torch.Tensor) -> np.ndarray:
-    """Shapes: `(T, 3, H, W)` in [-1, 1] -> `(T, H, W, 3)` uint8."""
-    x = ((video.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return x.permute(0, 2, 3, 1).numpy()
-
-
 @torch.no_grad()
 def roundtrip(vae, frames: np.ndarray) -> tuple[np.ndarray, list[float]]:
     """Encode the whole clip, decode it block by block; returns frames and ms per block."""
@@ -56,7 +51,7 @@ def roundtrip(vae, frames: np.ndarray) -> tuple[np.ndarray, list[float]]:
             t0 = time.perf_counter()
             out.append(stream.step(latents[:, i : i + 1])[0])
             times.append((time.perf_counter() - t0) * 1e3)
-    return to_uint8(torch.cat(out)), times[1:]
+    return video_to_uint8(torch.cat(out)), times[1:]
 
 
 def main() -> int:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from PIL import Image, UnidentifiedImageError
 
 logger = logging.getLogger(__name__)
@@ -80,6 +81,13 @@ def load_image(image: Any, resolution: int) -> tuple[np.ndarray, str | None]:
     if note:
         logger.info("start image: %s", note)
     return frame, note
+
+
+def video_to_uint8(video: torch.Tensor) -> np.ndarray:
+    """Decoded pixels to frames. Shapes: `(T, 3, H, W)` float in [-1, 1] -> `(T, H, W, 3)`
+    uint8 (rounded, clamped)."""
+    frames = video.float().add(1.0).mul(127.5).round().clamp(0, 255).to(torch.uint8)
+    return frames.permute(0, 2, 3, 1).cpu().numpy()
 
 
 def _check_size(width: int, height: int, what: Any) -> None:

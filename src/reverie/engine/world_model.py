@@ -44,7 +44,7 @@ from reverie.config_utils import from_dict, to_dict
 from reverie.diffusion.schedule import FewStepSchedule
 from reverie.diffusion.streaming import stream_blocks
 from reverie.engine.config import CONFIG_NAME, WorldModelConfig
-from reverie.engine.images import load_image
+from reverie.engine.images import load_image, video_to_uint8
 from reverie.io import atomic_write_json, check_safetensors, make_temp_dir, save_safetensors
 from reverie.memory import (
     MemoryPolicy,
@@ -628,17 +628,11 @@ class Session:
         video = video.permute(0, 3, 1, 2).float().div(127.5).sub(1.0)[None]
         return video.to(self.model.vae.dtype)
 
-    @staticmethod
-    def _to_uint8(video: torch.Tensor) -> np.ndarray:
-        """`(1, T, 3, H, W)` in [-1, 1] -> uint8 `(T, H, W, 3)`."""
-        frames = video[0].float().add(1.0).mul(127.5).round().clamp(0, 255).to(torch.uint8)
-        return frames.permute(0, 2, 3, 1).cpu().numpy()
-
     def _decode(self, latents: torch.Tensor) -> np.ndarray:
         tic = time.perf_counter()
         with self.model.vae_autocast():
             video = self._decoder.step(latents)
-        frames = self._to_uint8(video)
+        frames = video_to_uint8(video[0])
         self.timings["decode_s"] += time.perf_counter() - tic
         return frames
 

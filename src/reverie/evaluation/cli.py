@@ -92,6 +92,24 @@ def _write(path: str, result: dict, model, args: argparse.Namespace, extra: dict
     return result
 
 
+def _heldout_model(args: argparse.Namespace, scenes: int):
+    """Checks before any work (shared options, held-out scenes not in ``--training-manifest``),
+    then the model."""
+    from reverie.evaluation.heldout import check_disjoint, heldout_scene_seed
+
+    check_model_args(args)
+    check_disjoint([heldout_scene_seed(i) for i in range(scenes)], args.training_manifest)
+    return load_model(args)
+
+
+def _report(args: argparse.Namespace, result: dict, model, table: str, extra: dict) -> int:
+    """Write the JSON (with the model and ``extra``), print ``table``; exit code 0."""
+    _write(args.out, result, model, args, {"training_manifest": args.training_manifest, **extra})
+    print(table)
+    print(f"wrote {args.out}")
+    return 0
+
+
 # ---------------------------------------------------------------------------------- revisit
 def _add_revisit(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -118,7 +136,6 @@ def _add_revisit(sub: argparse._SubParsersAction) -> None:
 
 
 def _revisit(args: argparse.Namespace) -> int:
-    from reverie.evaluation.heldout import check_disjoint, heldout_scene_seed
     from reverie.evaluation.revisit import RevisitConfig, format_table, run_revisit
 
     cfg = RevisitConfig(
@@ -130,14 +147,9 @@ def _revisit(args: argparse.Namespace) -> int:
         prompt=args.prompt,
         seed=args.seed,
     )
-    check_model_args(args)
-    check_disjoint([heldout_scene_seed(i) for i in range(cfg.scenes)], args.training_manifest)
-    model = load_model(args)
+    model = _heldout_model(args, cfg.scenes)
     result = run_revisit(model, cfg, progress=not args.no_progress)
-    _write(args.out, result, model, args, {"training_manifest": args.training_manifest})
-    print(format_table(result))
-    print(f"wrote {args.out}")
-    return 0
+    return _report(args, result, model, format_table(result), {})
 
 
 # ---------------------------------------------------------------------------------- actions
@@ -212,7 +224,6 @@ def _add_follow(sub: argparse._SubParsersAction) -> None:
 
 def _follow(args: argparse.Namespace) -> int:
     from reverie.evaluation.follow import FollowConfig, format_table, run_follow
-    from reverie.evaluation.heldout import check_disjoint, heldout_scene_seed
 
     cfg = FollowConfig(
         scenes=args.scenes,
@@ -221,16 +232,11 @@ def _follow(args: argparse.Namespace) -> int:
         seed=args.seed,
         family=args.family,
     )
-    check_model_args(args)
-    check_disjoint([heldout_scene_seed(i) for i in range(cfg.scenes)], args.training_manifest)
-    model = load_model(args)
+    model = _heldout_model(args, cfg.scenes)
     if cfg.policy not in model.memory_policies:
         raise ValueError(f"--policy {cfg.policy!r}: known {', '.join(model.memory_policies)}")
     result = run_follow(model, cfg, progress=not args.no_progress)
-    _write(args.out, result, model, args, {"training_manifest": args.training_manifest})
-    print(format_table(result))
-    print(f"wrote {args.out}")
-    return 0
+    return _report(args, result, model, format_table(result), {})
 
 
 # ---------------------------------------------------------------------------------- speed

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from reverie.engine.images import video_to_uint8
 from reverie.evaluation.heldout import gamma_for, render_heldout, sample_heldout_path
 from reverie.evaluation.metrics import finite_mean, frame_psnr, frame_ssim
 
@@ -51,8 +52,7 @@ def tokenizer_roundtrip(model, frames: np.ndarray) -> np.ndarray:
     vae = model.vae
     with model.vae_autocast():
         rec = vae.decode(vae.encode(video[None].to(vae.dtype)))[0]  # (T, 3, H, W)
-    rec = ((rec.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return rec.permute(0, 2, 3, 1).numpy()
+    return video_to_uint8(rec)
 
 
 def follow_episode(model, index: int, cfg: FollowConfig) -> dict[str, np.ndarray]:

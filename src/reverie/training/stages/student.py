@@ -41,7 +41,7 @@ from typing import Literal
 import torch
 
 from reverie.config_utils import from_dict
-from reverie.diffusion import FewStepSchedule, x0_from_velocity
+from reverie.diffusion import FewStepSchedule, noisy_sample, x0_from_velocity
 from reverie.models import AttentionConfig, AttentionMode, WanDiT, WanDiTConfig
 from reverie.text import empty_text_dropout
 from reverie.training.config import OptimConfig, TrainerConfig
@@ -253,22 +253,17 @@ class StudentStage(SingleModuleStage):
         ODE's endpoint or, for a ``LatentClip``, onto the real clip (module docstring)."""
         device = self.dist.device
         clip = batch.to(device)
-        if isinstance(clip, LatentClip):
-            x0 = clip.latents  # (B, T, C, h, w), real
-            b, frames = x0.shape[:2]
-        else:
-            traj = clip.trajectory  # (B, S + 1, T, C, h, w)
-            b, _, frames = traj.shape[:3]
-            x0 = traj[:, -1]  # (B, T, C, h, w), the ODE's endpoint
+        real = isinstance(clip, LatentClip)
+        x0 = clip.latents if real else clip.trajectory[:, -1]  # (B, T, C, h, w): real | ODE end
+        b, frames = x0.shape[:2]
         noisy, step = self.hybrid_split(b, frames)  # (B, T) each
         noisy, step, times = noisy.to(device), step.to(device), self.times[step].to(device)
-        if isinstance(clip, LatentClip):
-            tt = times[:, :, None, None, None]  # (B, T, 1, 1, 1)
-            x_noisy = (1.0 - tt) * x0 + tt * torch.randn_like(x0)  # forward process at t_j
+        if real:
+            x_noisy = noisy_sample(x0, torch.randn_like(x0), times)  # forward process at t_j
         else:
             rows = torch.arange(b, device=device)[:, None]  # (B, 1)
             frame_idx = torch.arange(frames, device=device)[None]  # (1, T)
-            x_noisy = traj[rows, step, frame_idx]  # (B, T, C, h, w)
+            x_noisy = clip.trajectory[rows, step, frame_idx]  # (B, T, C, h, w): ODE state at t_j
         positions = torch.arange(frames, device=device)
         context = self.compress_context(x0, positions)  # (B, T, C, h, w)
         mask = noisy[:, :, None, None, None]  # (B, T, 1, 1, 1)
