@@ -24,8 +24,8 @@ TEACHER_STEPS=${TEACHER_STEPS:-2000}
 TEACHER_BATCH=${TEACHER_BATCH:-16}  # x 20 latent frames x 16 tokens
 ODE=${ODE:-0}                       # 1: ODE init from teacher samples (RELIC §4.4.1); 0: data-forced
 ODE_SHARDS=${ODE_SHARDS:-112}       # x 4 clips of 20 latent frames (ODE=1 only)
-STUDENT_STEPS=${STUDENT_STEPS:-2000}
-STUDENT_BATCH=${STUDENT_BATCH:-8}
+STUDENT_STEPS=${STUDENT_STEPS:-3800}
+STUDENT_BATCH=${STUDENT_BATCH:-4}  # x 2 copies (teacher forcing) x 20 latent frames x 16 tokens
 MAG_STEPS=${MAG_STEPS:-300}
 RETRIEVAL_STEPS=${RETRIEVAL_STEPS:-2000}
 PROBE_STEPS=${PROBE_STEPS:-2000}
@@ -77,16 +77,19 @@ else
   student_data="data.trajectories=null data.latents=$WORK/latents"
 fi
 
-log "6/9 student: hybrid forcing ($STUDENT_STEPS steps, $student_data)"
+# Teacher forcing (every block noisy, clean context before it), x0 prediction (JiT) and the
+# decoded video's MSE as the loss (pixel weighting of the PCA channels); docs/model_card.md.
+log "6/9 student: teacher-forced x0 regression ($STUDENT_STEPS steps, $student_data)"
 timed student reverie train student --config configs/tiny/student.yaml --resume $common $dit \
   teacher="$WORK/teacher" $student_data trainer.run_dir="$WORK/student" \
-  data.batch_size="$STUDENT_BATCH" \
+  data.batch_size="$STUDENT_BATCH" model.prediction=x0 hybrid.teacher_forcing=true \
+  loss_weighting=pixel optim.lr=2e-4 trainer.log_every=20 \
   trainer.max_steps="$STUDENT_STEPS" trainer.checkpoint_every=100
 
 STUDENT_CKPT=$(ls -d "$WORK"/student/checkpoints/step_* | sort | tail -1)
 log "7/9 MAG memory model ($MAG_STEPS steps, from $STUDENT_CKPT)"
 timed mag reverie train mag --config configs/tiny/mag.yaml --resume $common $dit \
-  model.init="$STUDENT_CKPT/student.ema.safetensors" data.latents="$WORK/latents" \
+  model.prediction=x0 model.init="$STUDENT_CKPT/student.ema.safetensors" data.latents="$WORK/latents" \
   trainer.run_dir="$WORK/mag" trainer.max_steps="$MAG_STEPS" trainer.checkpoint_every=50 \
   eval.every="$MAG_STEPS"
 

@@ -27,7 +27,7 @@ def low_rank_videos(n: int = 3, frames: int = 13, size: int = 16, seed: int = 0)
     """Videos of 4x4 patches drawn from 2 colours x constant tubes: far below 16 dimensions.
 
     Each 4x4 patch of a frame is one of a few flat colours, constant over each 4-frame group,
-    so first-frame patches span <= 4 dimensions and tubes <= 4 as well.
+    so first-frame patches and tubes span 3 directions around their mean.
     """
     rng = np.random.default_rng(seed)
     palette = np.array([[200, 30, 40], [20, 180, 90], [40, 60, 220], [250, 250, 250]])
@@ -86,13 +86,39 @@ def test_streaming_equals_full():
     assert torch.equal(streamed, tok.decode(full))
 
 
+def test_first_frame_shares_the_group_code():
+    """Latent frame 0 is the tube code of frame 0 held still (one latent space), and its
+    decoder still reconstructs the frame."""
+    tok = fitted()
+    frame = as_video(low_rank_videos(1, seed=5)[0])[:, :1]  # (1, 1, 3, 16, 16)
+    z0 = tok.encode_chunk(frame, first=True)
+    held = tok.encode_chunk(frame.repeat(1, 4, 1, 1, 1), first=False)
+    assert torch.allclose(z0, held, atol=1e-3)  # float32 sums of 4 blocks vs one
+    assert torch.allclose(tok.decode_frame(z0, first=True), frame, atol=1e-3)
+
+
+def test_pixel_weights_give_the_decoded_mse():
+    """sum_c w_c dz_c^2 over a tube's latent error == the decoded 4 frames' pixel MSE."""
+    tok, _ = fit_patch_tokenizer(
+        [np.random.default_rng(i).integers(0, 255, (9, 8, 8, 3), dtype=np.uint8) for i in range(8)]
+    )
+    z = torch.zeros(1, 1, 16, 2, 2)  # decodes to the mean tube: no clamping near it
+    dz = torch.randn(1, 1, 16, 2, 2, generator=torch.Generator().manual_seed(0)) * 0.01
+    a, b = tok.decode_frame(z, first=False), tok.decode_frame(z + dz, first=False)
+    mse = (a - b).square().mean()
+    expected = (tok.pixel_weights()[:, None, None] * dz[0, 0].square()).sum() / 4  # per pixel
+    assert torch.allclose(mse, expected, rtol=1e-3)
+
+
 def test_whitened_latents_and_stats():
     """Fitted latents have ~unit variance per channel; `with_latent_stats` standardises."""
     videos = [as_video(v) for v in low_rank_videos(4, frames=21)]
     tok = fitted()
     z = torch.cat([tok.encode(v) for v in videos], 1)  # (1, T, C, h, w)
-    top = z[:, 1:, :4].transpose(0, 2).reshape(4, -1)  # the group basis' non-null directions
-    assert torch.allclose(top.var(1), torch.ones(4), atol=0.35)
+    # 4 flat colours span 3 directions (after the mean): whitened to ~1, the rest stays ~0
+    top = z[:, 1:].transpose(0, 2).reshape(16, -1)  # (C, N)
+    assert torch.allclose(top[:3].var(1), torch.ones(3), atol=0.35)
+    assert top[3:].abs().max() < 1e-3
     mean, std = tuple(range(16)), tuple(1.0 + i for i in range(16))
     tok2 = tok.with_latent_stats(mean, std)
     m = torch.tensor(mean).view(1, 1, 16, 1, 1)
@@ -132,6 +158,11 @@ def test_fit_tokenizer_cli_then_encode(tmp_path, capsys):
     assert line["episodes"] == 2 and 0.9 < line["group_explained"] <= 1.0
     index = encode_dataset(data, tmp_path / "tok", tmp_path / "lat", clip_frames=17, progress=False)
     assert index["settings"]["latent_shape"] == [16, 8, 8]
+    from reverie.training.stages.student import pixel_loss_weights
+
+    weights = pixel_loss_weights(tmp_path / "lat")  # the student's pixel loss weighting
+    assert weights.shape == (16,) and abs(float(weights.mean()) - 1) < 1e-5
+    assert weights[0] > weights[-1] > 0
     assert (
         main(["fit-tokenizer", "--data", str(data), "--out", str(tmp_path / "t2"), "--patch", "5"])
         == 2

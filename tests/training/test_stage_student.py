@@ -185,3 +185,24 @@ def test_data_forced_trains_and_needs_one_source(setup, tmp_path):
     )
     with pytest.raises(ValueError, match="exactly one of data.trajectories and data.latents"):
         train("student", CONFIG, student_args(tmp_path / "b", setup, f"data.latents={tmp_path}"))
+
+
+def test_teacher_forcing_noises_every_block_with_clean_context(setup, tmp_path):
+    """`hybrid.teacher_forcing`: every block noisy, the real clip passed as `clean=`."""
+    stage = build(tmp_path, setup, *data_forced_args(setup, "hybrid.teacher_forcing=true"))
+    batch = next(stage.batches(0))
+    seen = {}
+
+    def record(module, args, kwargs):
+        seen["t"], seen["clean"] = args[1].detach(), kwargs["clean"]
+
+    stage.student.register_forward_pre_hook(record, with_kwargs=True)
+    out = stage.loss("student", batch)
+    assert float(out["noisy_fraction"]) == 1.0 and (seen["t"] > 0).all()
+    torch.testing.assert_close(seen["clean"], batch.latents)
+    assert torch.isfinite(out["loss"])
+
+
+def test_pixel_weighting_needs_patch_latents(setup, tmp_path):
+    with pytest.raises(ValueError, match="patch tokenizer"):
+        build(tmp_path, setup, *data_forced_args(setup, "loss_weighting=pixel"))

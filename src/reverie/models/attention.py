@@ -9,6 +9,11 @@ frames are grouped into blocks of `frames_per_block`; a token attends to every t
 block and of earlier blocks. We compute it as one `F.scaled_dot_product_attention` call per query
 block over a key *prefix* (no O(N^2) mask tensor, so fused kernels stay usable); `block_causal_mask`
 is the equivalent boolean mask, used as the reference in tests.
+
+Teacher forcing (`teacher_forcing_mask`, CausVid arXiv 2412.07772 §3.2; Self Forcing arXiv
+2506.08009 §3.1 "TF"): one forward over `[clean frames | noisy frames]`, where noisy block `j`
+sees the clean blocks before it and itself, so every block is trained in the condition the
+streaming engine generates it in (clean cached context, its own noisy latents).
 """
 
 from __future__ import annotations
@@ -85,6 +90,29 @@ def block_causal_mask(
     query_block = torch.div(query_frames, frames_per_block, rounding_mode="floor")  # (Nq,)
     key_block = torch.div(key_frames, frames_per_block, rounding_mode="floor")  # (Nk,)
     return key_block[None, :] <= query_block[:, None]  # (Nq, Nk)
+
+
+def teacher_forcing_mask(
+    num_frames: int, frames_per_block: int, tokens_per_frame: int, frame_offset: int = 0
+) -> torch.Tensor:
+    """Boolean mask of a teacher-forcing sequence `[clean T frames | noisy T frames]`.
+
+    Clean query block `i` sees clean blocks `<= i` (block-causal); noisy query block `j` sees
+    clean blocks `< j` and noisy block `j`. Blocks are absolute: `(frame_offset + f) //
+    frames_per_block`.
+
+    Shapes: returns `(2 N, 2 N)` bool, `N = num_frames * tokens_per_frame`, usable as
+    `attn_mask` of `F.scaled_dot_product_attention` (True = attend).
+    """
+    frames = torch.arange(frame_offset, frame_offset + num_frames).repeat_interleave(
+        tokens_per_frame
+    )  # (N,)
+    block = torch.div(frames, frames_per_block, rounding_mode="floor")  # (N,)
+    earlier = block[None, :] < block[:, None]  # (N, N): key block < query block
+    same = block[None, :] == block[:, None]  # (N, N)
+    top = torch.cat([earlier | same, torch.zeros_like(same)], dim=1)  # clean queries
+    bottom = torch.cat([earlier, same], dim=1)  # noisy queries
+    return torch.cat([top, bottom], dim=0)  # (2N, 2N)
 
 
 def prefix_attention(
@@ -171,6 +199,7 @@ class SelfAttention(nn.Module):
         *,
         pose_qk: tuple[torch.Tensor, torch.Tensor] | None = None,
         past: PastKeyValues | None = None,
+        attn_mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Attend the chunk's tokens to `past` and (block-causally) to themselves.
 
@@ -183,6 +212,8 @@ class SelfAttention(nn.Module):
             cos, sin: `(N, Dh // 2)` RoPE tables of the chunk's tokens.
             block_sizes: query-block token counts (`query_block_sizes`), summing to N.
             pose_qk: `(q_add, k_add)`, each `(B, T, D)`; None = no pose conditioning.
+            attn_mask: `(N, N)` bool replacing `block_sizes` (e.g. `teacher_forcing_mask`);
+                not with `past`.
             returns `(out (B, N, D), k (B, H, N, Dh) without RoPE, v (B, H, N, Dh))`; k and v
             are what a cache write stores for this layer.
         """
@@ -205,7 +236,12 @@ class SelfAttention(nn.Module):
             keys = torch.cat([past_k, k_rot], dim=2)  # (B, H, Nc + N, Dh)
             values = torch.cat([past.values, v], dim=2)  # (B, H, Nc + N, Dh)
             num_context = past.keys.shape[2]
-        out = prefix_attention(q_rot, keys, values, block_sizes, num_context)  # (B, H, N, Dh)
+        if attn_mask is not None:
+            if past is not None:
+                raise ValueError("attn_mask cannot be combined with cached keys")
+            out = F.scaled_dot_product_attention(q_rot, keys, values, attn_mask=attn_mask)
+        else:
+            out = prefix_attention(q_rot, keys, values, block_sizes, num_context)  # (B,H,N,Dh)
         out = rearrange(out, "b h n d -> b n (h d)")  # (B, N, D)
         return self.o(out), k, v
 

@@ -87,6 +87,7 @@ class WanBlock(nn.Module):
         action: torch.Tensor | None = None,
         pose_qk: tuple[torch.Tensor, torch.Tensor] | None = None,
         past: PastKeyValues | None = None,
+        attn_mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One DiT block (Wan2.1 `WanAttentionBlock`; RELIC §4.1.2 for action/pose).
 
@@ -98,6 +99,7 @@ class WanBlock(nn.Module):
             action: `(B, T, D)` added to every token of its frame after self-attention.
             pose_qk: `(q_add, k_add)`, each `(B, T, D)`, added to Q and K before attention.
             past: cached context of this layer.
+            attn_mask: `(N, N)` bool self-attention mask replacing `block_sizes`.
             returns `(x (B, N, D), k (B, H, N, Dh) without RoPE, v (B, H, N, Dh))`.
         """
         mod = self.modulation[:, None] + time_mod  # (B, T|1, 6, D)
@@ -106,7 +108,9 @@ class WanBlock(nn.Module):
         # 1. Self-attention on modulated tokens, gated residual (+ RELIC action embedding).
         h = modulate(per_frame(self.norm1(x), num_frames), shift_sa, scale_sa)  # (B, T, S, D)
         h = h.flatten(1, 2).type_as(x)  # (B, N, D)
-        y, k, v = self.self_attn(h, cos, sin, block_sizes, pose_qk=pose_qk, past=past)
+        y, k, v = self.self_attn(
+            h, cos, sin, block_sizes, pose_qk=pose_qk, past=past, attn_mask=attn_mask
+        )
         out = per_frame(x, num_frames).float() + per_frame(y, num_frames) * gate_sa[:, :, None]
         if action is not None:
             out = out + action[:, :, None]  # (B, T, S, D)

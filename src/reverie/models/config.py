@@ -17,6 +17,9 @@ from reverie.models.attention import AttentionConfig
 from reverie.models.conditioning import ActionEncoderConfig, PoseEncoderConfig
 from reverie.models.rope import RopeConfig, rope_axis_dims
 
+# Output-head targets (`WanDiTConfig.prediction`).
+PREDICTIONS = ("velocity", "x0")
+
 
 @dataclass(frozen=True)
 class WanDiTConfig:
@@ -38,6 +41,10 @@ class WanDiTConfig:
         vae_temporal_stride: video frames per latent frame after the first (Wan VAE: 4).
         rope, attention: see `RopeConfig`, `AttentionConfig`.
         actions, poses: encoder configs, or None to build the model without that encoder.
+        prediction: what the output head predicts: `velocity` (Wan, flow matching) or `x0`
+            (the clean latents; JiT, Li & He arXiv 2511.13720: easier for a network whose
+            patch tokens are as wide as its hidden size). `WanDiT.forward` returns the
+            velocity either way, so samplers and losses do not change.
     """
 
     dim: int
@@ -57,8 +64,11 @@ class WanDiTConfig:
     attention: AttentionConfig = field(default_factory=AttentionConfig)
     actions: ActionEncoderConfig | None = field(default_factory=ActionEncoderConfig)
     poses: PoseEncoderConfig | None = field(default_factory=PoseEncoderConfig)
+    prediction: str = "velocity"
 
     def __post_init__(self) -> None:
+        if self.prediction not in PREDICTIONS:
+            raise ValueError(f"prediction must be one of {PREDICTIONS}, got {self.prediction!r}")
         if self.dim % self.num_heads:
             raise ValueError(f"dim {self.dim} is not divisible by num_heads {self.num_heads}")
         rope_axis_dims(self.head_dim)  # raises on an odd head dim

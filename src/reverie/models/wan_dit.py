@@ -6,6 +6,7 @@
     actions (B, T_video, 13), poses (R, P) --> zero-init per-block additions (RELIC §4.1.2)
     N x [adaLN self-attn (3D RoPE, + pose on Q/K) -> + action -> text cross-attn -> adaLN FFN]
     --> adaLN head --> unpatchify --> flow-matching velocity (B, T, C, H, W)
+        (or clean latents x0 when `prediction == "x0"`, returned as the velocity `(x - x0) / t`)
 
 One backbone serves the bidirectional teacher, the block-causal student and KV-cached streaming
 (`AttentionConfig`, `KVCache`). Reproduces diffusers' `WanTransformer3DModel` to fp32 precision
@@ -20,7 +21,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from reverie.models.attention import query_block_sizes
+from reverie.models.attention import AttentionMode, query_block_sizes, teacher_forcing_mask
 from reverie.models.blocks import BLOCK_MODULATIONS, OutputHead, WanBlock
 from reverie.models.conditioning import (
     WAN_TIMESTEP_SCALE,
@@ -41,6 +42,9 @@ from reverie.models.state_dicts import (
 
 # Std of the normal init of Wan's text and time embedding MLPs (Wan2.1 `init_weights`).
 EMBEDDING_INIT_STD = 0.02
+# x0-predicting models return the velocity `(x - x0) / max(t, X0_MIN_TIME)`: exact wherever a
+# sampler or loss reads x0 back as `x - t v` (t >= this), finite on clean frames (t = 0).
+X0_MIN_TIME = 1e-3
 
 
 class WanDiT(nn.Module):
@@ -166,6 +170,7 @@ class WanDiT(nn.Module):
         cache: KVCache | None = None,
         write_cache: bool = False,
         frame_offset: int | None = None,
+        clean: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Predict the flow-matching velocity of a chunk of latent frames.
 
@@ -182,7 +187,11 @@ class WanDiT(nn.Module):
             write_cache: append this chunk's keys/values (one call, after the last block).
             frame_offset: absolute latent-frame index of `x[:, 0]` (RoPE, block boundaries,
                 action grouping); default `cache.next_frame`, or 0 without a cache.
-            returns velocity `(B, T, C_out, H, W)` in x's dtype.
+            clean: teacher forcing (`teacher_forcing_mask`): `(B, T, C, H, W)` clean latents
+                of the same frames, run as a block-causal context at t = 0 before `x`, block
+                `j` of `x` seeing clean blocks `< j` and itself; block-causal models only, no
+                cache. The actions and poses are the frames' (shared by both copies).
+            returns velocity `(B, T, C_out, H, W)` in x's dtype (of `x` only, with `clean`).
 
         Raises:
             ValueError: on inconsistent shapes, or conditioning the model has no encoder for.
@@ -198,11 +207,24 @@ class WanDiT(nn.Module):
         if write_cache and cache is None:
             raise ValueError("write_cache=True needs a cache")
 
-        tokens = self.patchify(x)  # (B, N, D), N = T*h*w
-        time_emb, time_mod = self.embed_time(t, num_frames)  # (B, T|1, D), (B, T|1, 6, D)
-        text = self.text_embedding(context.to(tokens.dtype))  # (B, L, D)
         positions = grid_positions(num_frames, h, w, frame_offset, x.device)  # (N, 3)
-        cos, sin = self.rope(positions)  # (N, Dh/2) each
+        attn_mask, copies, x_in, t_in = None, 1, x, t
+        if clean is not None:
+            if cache is not None or cfg.attention.mode is not AttentionMode.BLOCK_CAUSAL:
+                raise ValueError("clean= (teacher forcing) needs a block-causal model, no cache")
+            if clean.shape != x.shape:
+                raise ValueError(f"clean {tuple(clean.shape)} must match x {tuple(x.shape)}")
+            copies, x_in = 2, torch.cat([clean.to(x.dtype), x], dim=1)  # (B, 2T, C, H, W)
+            t_frames = t[:, None].expand(batch, num_frames) if t.ndim == 1 else t  # (B, T)
+            t_in = torch.cat([torch.zeros_like(t_frames), t_frames], dim=1)  # (B, 2T)
+            positions = positions.repeat(2, 1)  # (2N, 3): both copies at the same place
+            fpb = cfg.attention.frames_per_block
+            attn_mask = teacher_forcing_mask(num_frames, fpb, h * w, frame_offset).to(x.device)
+        tokens = self.patchify(x_in)  # (B, N', D), N' = copies*T*h*w
+        frames_in = copies * num_frames
+        time_emb, time_mod = self.embed_time(t_in, frames_in)  # (B, T'|1, D), (B, T'|1, 6, D)
+        text = self.text_embedding(context.to(tokens.dtype))  # (B, L, D)
+        cos, sin = self.rope(positions)  # (N', Dh/2) each
         block_sizes = query_block_sizes(cfg.attention, num_frames, frame_offset, h * w)
         pasts = [None] * cfg.num_layers
         if cache is not None and not cache.is_empty:
@@ -213,11 +235,13 @@ class WanDiT(nn.Module):
             if self.action_encoder is None:
                 raise ValueError("actions given but the config has no action encoder")
             action_emb = self.action_encoder(actions, num_frames, first)  # (B, T, hidden)
+            action_emb = action_emb.repeat(1, copies, 1)  # (B, T', hidden)
         pose_emb = None
         if poses is not None:
             if self.pose_encoder is None:
                 raise ValueError("poses given but the config has no pose encoder")
             pose_emb = self.pose_encoder(*poses, num_frames, first)  # (B, T, hidden)
+            pose_emb = pose_emb.repeat(1, copies, 1)  # (B, T', hidden)
 
         new_keys, new_values = [], []
         for i, block in enumerate(self.blocks):
@@ -225,7 +249,7 @@ class WanDiT(nn.Module):
             pose_qk = None if pose_emb is None else self.pose_encoder.layer_qk(i, pose_emb)
             tokens, k, v = block(
                 tokens,
-                num_frames,
+                frames_in,
                 time_mod,
                 text,
                 cos,
@@ -234,7 +258,8 @@ class WanDiT(nn.Module):
                 action=action,
                 pose_qk=pose_qk,
                 past=pasts[i],
-            )  # (B, N, D), (B, H, N, Dh) x 2
+                attn_mask=attn_mask,
+            )  # (B, N', D), (B, H, N', Dh) x 2
             if write_cache:
                 new_keys.append(k)
                 new_values.append(v)
@@ -242,8 +267,14 @@ class WanDiT(nn.Module):
             frames = [CachedFrame(frame_offset + i, h, w) for i in range(num_frames)]
             cache.append(new_keys, new_values, positions, frames)
 
-        out = self.head(tokens, num_frames, time_emb)  # (B, N, pt*ph*pw*C_out)
-        return self.unpatchify(out, num_frames, h, w).type_as(x)  # (B, T, C_out, H, W)
+        out = self.head(tokens, frames_in, time_emb)  # (B, N', pt*ph*pw*C_out)
+        out = out[:, out.shape[1] - num_frames * h * w :]  # (B, N, ...): x's frames
+        out = self.unpatchify(out, num_frames, h, w)  # (B, T, C_out, H, W)
+        if cfg.prediction == "x0":
+            t_frames = t if t.ndim == 2 else t[:, None]  # (B, T|1)
+            t_frames = t_frames.float().clamp_min(X0_MIN_TIME)[:, :, None, None, None]
+            out = (x.float() - out.float()) / t_frames  # velocity of the predicted x0
+        return out.type_as(x)
 
     # ----------------------------------------------------------------- construction helpers
     def new_cache(self) -> KVCache:

@@ -5,6 +5,15 @@
       frames 4j-3 .. 4j  -> 4 x p x p x 3 patch tubes  -> (x - mu_1) @ E_1^T -> latent frame j
     latents (B, 1 + k, C_lat, H/p, W/p)  (then `(z - latents_mean) / latents_std` per channel)
 
+**One latent space for both chunk kinds.** `fit_patch_tokenizer` derives the first-frame code
+from the tube code: latent frame 0 is the tube encoding of frame 0 held still for 4 frames
+(`E_0 x = E_1 [x; x; x; x]` up to the mean), and `D_0` is the minimum-MSE linear decoder of a
+frame from that code (from the frames' covariance). A separate PCA of single frames would
+reconstruct frame 0 about as well (36.5 vs 36.1 dB on our renders) but its channels 4-15 are
+other directions than the tubes' (|corr| < 0.35 for several), and the DiT is trained on clips
+that mostly start mid-episode with a tube latent: the start image of a stream would then be read
+in channels the model has barely seen.
+
 The layout is Wan2.1's causal one (Wan2.1 §3.1, RELIC §4.1): the first frame is encoded alone,
 then groups of `temporal_factor` (4) frames, so streaming encode/decode is exact chunk by chunk
 (no causal state beyond "is this the first chunk"). `E` and `D` are the top `C_lat` principal
@@ -167,6 +176,15 @@ class PatchTokenizer(nn.Module):
                 for name, value in zip(("mean", "encoder", "decoder"), triple, strict=True):
                     getattr(self, f"{prefix}_{name}").copy_(value)
 
+    def pixel_weights(self) -> torch.Tensor:
+        """Pixel MSE per unit of squared error in each raw latent channel of a 4-frame tube:
+        `||D_1[:, c]||^2 / (4 * 3 p^2)` (the PCA eigenvalue over the tube's values; the
+        decoder's columns are orthogonal, so pixel MSE = `sum_c w_c dz_c^2` exactly).
+
+        Shapes: returns `(C_lat,)` float32, descending for a fitted tokenizer.
+        """
+        return self.group_decoder.float().square().sum(0) / self.config.group_features
+
     # ----------------------------------------------------------------------- normalisation
     def normalize(self, z: torch.Tensor) -> torch.Tensor:
         """Shapes: `(B, T_lat, C_lat, h, w)` -> same: `(z - mean) / std` per channel."""
@@ -303,6 +321,13 @@ class PatchEncoderStream:
 
 
 # ------------------------------------------------------------------------------------ fitting
+# Code directions a still frame excites below this fraction of the strongest one are not decoded
+# (they carry float32 rounding of whitened null directions, not signal; real renders' weakest
+# still-frame direction is far above it).
+PINV_RTOL = 1e-4
+EIGEN_FLOOR = 1e-6
+
+
 class _Moments:
     """Running float64 sum and scatter of patch vectors (for the PCA covariance)."""
 
@@ -317,16 +342,48 @@ class _Moments:
         self.scatter += x.T @ x
         self.count += x.shape[0]
 
+    def mean_cov(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """`(mean (F,), covariance (F, F))` float64."""
+        mean = self.sum / self.count
+        return mean, self.scatter / self.count - torch.outer(mean, mean)
+
     def pca(self, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """`(mean (F,), encoder (k, F), decoder (F, k), eigenvalues (F,) descending)`."""
-        mean = self.sum / self.count
-        cov = self.scatter / self.count - torch.outer(mean, mean)
+        mean, cov = self.mean_cov()
         evals, evecs = torch.linalg.eigh(cov)  # ascending
-        evals, evecs = evals.flip(0).clamp_min(1e-12), evecs.flip(1)
+        evals, evecs = evals.flip(0), evecs.flip(1)
+        # Floor far below real renders' 16th/1st ratio (~3e-3) that keeps float32 whitening of
+        # null directions (rank-deficient data) within ~1e3 of the signal's.
+        evals = evals.clamp_min(EIGEN_FLOOR * max(float(evals[0]), 1e-12))
         u, lam = evecs[:, :k], evals[:k]
         encoder = (u / lam.sqrt()).T  # (k, F): whitened projection
         decoder = u * lam.sqrt()  # (F, k)
         return mean.float(), encoder.float(), decoder.float(), evals.float()
+
+
+def static_first_basis(
+    frames: _Moments, group: tuple[torch.Tensor, torch.Tensor], temporal_factor: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
+    """The first-frame code that shares the tube code's channels (module docstring).
+
+    `E_0 = sum_t E_1[:, t]` (frame held still: the tube encoder's 4 per-frame blocks summed),
+    `D_0 = Sigma E_0^T (E_0 Sigma E_0^T)^+` (minimum-MSE linear decoder, `Sigma` the frame
+    patches' covariance), and the one mean `mu_0` that makes both `E_0 (x - mu_0) = E_1 ([x; x;
+    x; x] - mu_1)` and `D_0 z + mu_0` the regression of `x` on `z`:
+    `mu_0 = m - D_0 (E_0 m - E_1 mu_1)`, `m` the frames' mean.
+
+    Shapes: group `(mean (4F,), encoder (C, 4F))` float32; returns `(mu_0 (F,), E_0 (C, F),
+    D_0 (F, C))` float32 and the fraction of frame variance the decoder explains.
+    """
+    m, sigma = frames.mean_cov()  # (F,), (F, F) float64
+    g_mean, g_enc = (x.double() for x in group)
+    c = g_enc.shape[0]
+    enc = g_enc.view(c, temporal_factor, -1).sum(1)  # (C, F): t is the outer feature axis
+    gram = enc @ sigma @ enc.T  # (C, C); singular when the frames span < C directions
+    dec = sigma @ enc.T @ torch.linalg.pinv(gram, rtol=PINV_RTOL, hermitian=True)  # (F, C)
+    mean = m - dec @ (enc @ m - g_enc @ g_mean)
+    explained = float(torch.trace(dec @ enc @ sigma) / torch.trace(sigma))
+    return mean.float(), enc.float(), dec.float(), explained
 
 
 def fit_patch_tokenizer(
@@ -334,15 +391,16 @@ def fit_patch_tokenizer(
 ) -> tuple[PatchTokenizer, dict[str, Any]]:
     """Fit the whitened PCA bases of a `PatchTokenizer` on rendered videos.
 
-    Every frame contributes its `p x p` patches to the first-frame basis (any frame can start
-    a stream); every aligned group of 4 frames (`1..4`, `5..8`, ... as the encoder chunks a
-    clip starting at frame 0) contributes its patch tubes to the group basis.
+    Every aligned group of 4 frames (`1..4`, `5..8`, ... as the encoder chunks a clip starting
+    at frame 0) contributes its patch tubes to the group basis (PCA); every frame contributes
+    its `p x p` patches to the statistics of the first-frame code, which is derived from the
+    group basis so both share one latent space (`static_first_basis`).
 
     Shapes: each video `(T, H, W, 3)` uint8, `H, W` divisible by `p`, `T >= 5`.
 
     Returns:
         `(tokenizer, report)`; report: frames and patches used, and the fraction of patch
-        variance each basis keeps (`first_explained`, `group_explained`).
+        variance each code keeps (`first_explained`, `group_explained`).
 
     Raises:
         ValueError: no videos, a video too short or of a bad shape.
@@ -367,15 +425,15 @@ def fit_patch_tokenizer(
     if first.count == 0:
         raise ValueError("fit_patch_tokenizer needs at least one video")
     k = config.z_dim
-    m0, e0, d0, ev0 = first.pca(k)
     m1, e1, d1, ev1 = group.pca(k)
+    m0, e0, d0, first_explained = static_first_basis(first, (m1, e1), g)
     tokenizer = PatchTokenizer(config)
     tokenizer.set_bases((m0, e0, d0), (m1, e1, d1))
     report = {
         "frames": frames_used,
         "first_patches": first.count,
         "group_patches": group.count,
-        "first_explained": float(ev0[:k].sum() / ev0.sum()),
+        "first_explained": first_explained,
         "group_explained": float(ev1[:k].sum() / ev1.sum()),
     }
     return tokenizer, report

@@ -94,17 +94,21 @@ EVAL_MARK = "eval/block_sizes"  # key present in every eval row of metrics.jsonl
 class MagModelConfig:
     """The memory model: ``preset`` + ``overrides`` (``WanDiTConfig`` fields), block-causal with
     ``frames_per_block`` = b (MAG: 3); ``init``: starting weights (MAG: the Self-Forcing student),
-    a ``reverie.models.save_checkpoint`` directory or a ``.safetensors`` file; random if None."""
+    a ``reverie.models.save_checkpoint`` directory or a ``.safetensors`` file; random if None;
+    ``prediction``: the head's target, as the student's (``WanDiTConfig.prediction``)."""
 
     preset: str = "tiny"
     overrides: dict[str, int] = field(default_factory=dict)
     frames_per_block: int = 3
     init: Path | None = None
+    prediction: str = "velocity"
 
     def backbone(self) -> WanDiTConfig:
         """The block-causal backbone config."""
         attention = AttentionConfig(AttentionMode.BLOCK_CAUSAL, self.frames_per_block)
-        return get_preset(self.preset, **self.overrides, attention=attention)
+        return get_preset(
+            self.preset, **self.overrides, attention=attention, prediction=self.prediction
+        )
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,7 @@ from reverie.config_utils import from_dict
 from reverie.diffusion import FewStepSchedule, noisy_sample, x0_from_velocity
 from reverie.models import AttentionConfig, AttentionMode, WanDiT, WanDiTConfig
 from reverie.text import empty_text_dropout
+from reverie.tokenizer import load_vae
 from reverie.training.config import OptimConfig, TrainerConfig
 from reverie.training.distributed import DistContext
 from reverie.training.latents import LatentClip, read_index
@@ -67,6 +68,27 @@ from reverie.training.stages.teacher import (
 TIME_MATCH = 1e-6
 
 
+def pixel_loss_weights(latents: Path) -> torch.Tensor:
+    """Per-channel weights that turn the normalised-latent MSE into the decoded video's MSE
+    (``StudentConfig.loss_weighting``): ``PatchTokenizer.pixel_weights`` times the encode
+    stage's ``latent_std**2``, scaled to mean 1.
+
+    Shapes: returns ``(C,)`` float32.
+
+    Raises:
+        ValueError: the latents were not encoded by a linear patch tokenizer, or lack
+            statistics. FileNotFoundError: no index or tokenizer.
+    """
+    index = read_index(latents, "latents")
+    if index["settings"]["vae"]["config"].get("kind") != "patch" or "latent_std" not in index:
+        raise ValueError(
+            f"loss_weighting=pixel: {latents} was not encoded by a finished patch tokenizer"
+        )
+    tokenizer = load_vae(Path(index["settings"]["vae"]["weights"]).parent)
+    weights = tokenizer.pixel_weights() * torch.tensor(index["latent_std"]).square()
+    return (weights / weights.mean()).float()
+
+
 @dataclass(frozen=True)
 class HybridForcingConfig:
     """RELIC §4.4.1's split of a sequence of blocks into clean context and noisy blocks.
@@ -74,11 +96,16 @@ class HybridForcingConfig:
     Attributes:
         min_noisy_blocks, max_noisy_blocks: range of ``K`` (None: all blocks).
         memory: how the context is compressed (``none``/``full``: kept as is).
+        teacher_forcing: instead of splitting, make **every** block noisy and give each one the
+            clean context of the blocks before it, in one forward over ``[clean | noisy]``
+            (``WanDiT.forward(clean=...)``, ``teacher_forcing_mask``): every block is trained
+            in the condition the streaming engine generates it in, and carries loss.
     """
 
     min_noisy_blocks: int = 1
     max_noisy_blocks: int | None = None
     memory: Literal["none", "full"] = "none"
+    teacher_forcing: bool = False
 
     def __post_init__(self) -> None:
         high = self.max_noisy_blocks
@@ -134,6 +161,12 @@ class StudentConfig:
         frames_per_block: latent frames per causal block.
         schedule: the student's few-step times; must match the trajectories'.
         text: the text encoder and the empty-text probability (MAG §3.2; default 0).
+        loss_weighting: ``latent`` (every normalised latent channel alike) or ``pixel``
+            (channel ``c`` weighted by the pixel MSE one unit of its error costs, from the
+            linear patch tokenizer of ``data.latents``: the loss is then the decoded video's
+            MSE). Whitened PCA channels all have unit variance, but the first holds ~80% of
+            the pixel variance and the last ten, nearly unpredictable, hold a few percent:
+            the latent loss spends most of its gradient on them.
     """
 
     trainer: TrainerConfig
@@ -145,6 +178,7 @@ class StudentConfig:
     hybrid: HybridForcingConfig = field(default_factory=HybridForcingConfig)
     text: TextConfig = field(default_factory=lambda: TextConfig(dropout=0.0))
     optim: OptimConfig = field(default_factory=OptimConfig)
+    loss_weighting: Literal["latent", "pixel"] = "latent"
 
     def backbone(self) -> WanDiTConfig:
         """The student's block-causal ``WanDiTConfig``."""
@@ -177,6 +211,10 @@ class StudentStage(SingleModuleStage):
         ckpt, stored = resolve_checkpoint(config.teacher, "teacher")
         teacher = from_dict(TeacherConfig, stored).model.backbone()
         check_same_backbone(teacher, backbone, f"teacher checkpoint {ckpt}")
+        if config.loss_weighting == "pixel":
+            if config.data.latents is None:
+                raise ValueError("loss_weighting=pixel needs data.latents (a patch tokenizer)")
+            pixel_loss_weights(config.data.latents)  # raises for a non-linear tokenizer
         if config.data.latents is not None:
             check_latents(config.data.latent_data(), backbone)  # channels, size, length
             cls._check_blocks(config, config.data.clip_latent_frames, dist)
@@ -218,6 +256,12 @@ class StudentStage(SingleModuleStage):
         else:
             self.dataset, self.collate = OdeDataset(config.data.trajectories), OdeClip.collate
         self.times = torch.tensor(config.schedule.times)  # (S,)
+        channels = model.config.out_channels
+        self.channel_weights = (  # (C,), mean 1
+            pixel_loss_weights(config.data.latents)
+            if config.loss_weighting == "pixel"
+            else torch.ones(channels)
+        )
 
     def batches(self, start: int) -> Iterator[OdeClip | LatentClip]:
         """Micro-batches of ``data.batch_size / world_size`` trajectories (``OdeClip``) or real
@@ -243,7 +287,8 @@ class StudentStage(SingleModuleStage):
         fpb = self.config.frames_per_block
         blocks = num_frames // fpb
         high = self.config.hybrid.max_noisy_blocks or blocks
-        k = torch.randint(self.config.hybrid.min_noisy_blocks, high + 1, (batch_size,))  # (B,)
+        low = blocks if self.config.hybrid.teacher_forcing else self.config.hybrid.min_noisy_blocks
+        k = torch.randint(low, max(high, low) + 1, (batch_size,))  # (B,)
         noisy = torch.arange(blocks)[None] >= (blocks - k)[:, None]  # (B, blocks)
         step = torch.randint(0, len(self.times), (batch_size, blocks))  # (B, blocks)
         return noisy.repeat_interleave(fpb, 1), step.repeat_interleave(fpb, 1)  # (B, T) x 2
@@ -271,9 +316,11 @@ class StudentStage(SingleModuleStage):
         t = torch.where(noisy, times, torch.zeros_like(times))  # (B, T)
         captions = empty_text_dropout(clip.caption, self.config.text.dropout)
         text = encode_text(self.text, captions, device)  # (B, L, D)
-        v = self.student(x_in, t, text, **conditioning(clip))  # (B, T, C, h, w)
+        clean = context if self.config.hybrid.teacher_forcing else None  # (all blocks noisy)
+        v = self.student(x_in, t, text, clean=clean, **conditioning(clip))  # (B, T, C, h, w)
         x0_pred = x0_from_velocity(x_in, v.float(), t)
-        err = (x0_pred - x0).square() * mask  # (B, T, C, h, w)
+        weights = self.channel_weights.to(device)[:, None, None]  # (C, 1, 1)
+        err = (x0_pred - x0).square() * weights * mask  # (B, T, C, h, w)
         loss = err.sum() / (mask.sum() * x0[0, 0].numel())
         return {"loss": loss, "noisy_fraction": noisy.float().mean()}
 

@@ -57,12 +57,14 @@ class DiTModelConfig:
     """The backbone: a ``reverie.models`` preset with ``overrides`` (``WanDiTConfig`` integer
     fields, e.g. ``num_layers``), the RoPE settings (``time_scale`` > 1: YaRN, RELIC §4.1.3)
     and optional initial weights ``init`` (a ``reverie.models.save_checkpoint`` directory or a
-    ``.safetensors`` file, e.g. a converted Wan2.1; missing action/pose encoders stay zero)."""
+    ``.safetensors`` file, e.g. a converted Wan2.1; missing action/pose encoders stay zero)
+    and the head's target ``prediction`` (``WanDiTConfig.prediction``: velocity or x0)."""
 
     preset: str = "tiny"
     overrides: dict[str, int] = field(default_factory=dict)
     rope: RopeConfig = field(default_factory=RopeConfig)
     init: Path | None = None
+    prediction: str = "velocity"
 
     def backbone(self, attention: AttentionConfig | None = None) -> WanDiTConfig:
         """The ``WanDiTConfig`` with this attention (default bidirectional).
@@ -71,6 +73,7 @@ class DiTModelConfig:
             KeyError: unknown preset. TypeError / ValueError: bad overrides.
         """
         config = get_preset(self.preset, **self.overrides, rope=self.rope)
+        config = config.replace(prediction=self.prediction)
         return config if attention is None else config.replace(attention=attention)
 
 
@@ -202,12 +205,13 @@ def check_latents(data: LatentDataConfig, model: WanDiTConfig) -> dict[str, Any]
 
 
 def check_same_backbone(found: WanDiTConfig, wanted: WanDiTConfig, source: str) -> None:
-    """Refuse weights of another architecture (attention mode may differ).
+    """Refuse weights of another architecture (attention mode and the head's prediction
+    target may differ: a student may re-learn the head's target from a teacher's weights).
 
     Raises:
         ValueError: naming the differing fields with both values.
     """
-    a = found.replace(attention=wanted.attention).to_dict()
+    a = found.replace(attention=wanted.attention, prediction=wanted.prediction).to_dict()
     b = wanted.to_dict()
     diffs = [f"{k}: {a[k]!r} there, {b[k]!r} here" for k in b if a.get(k) != b[k]]
     if diffs:
