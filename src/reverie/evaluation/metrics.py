@@ -11,6 +11,8 @@ Conventions:
 - **Identical frames**: PSNR is ``+inf`` (the MSE is zero) and SSIM is exactly 1.0. Averages over
   frames should use :func:`finite_mean` (which caps ``inf`` at :data:`PSNR_CAP_DB`) so one exact
   copy does not turn a mean into ``inf``.
+Both delegate to `reverie.metrics` (the tensor PSNR/SSIM that training uses too).
+
 - **SSIM window**: Wang et al. (2004) use an 11x11 Gaussian window (sigma 1.5). Our videos are
   64x64, where an 11-pixel window leaves only 54x54 valid positions and smooths away most of the
   structure, so the default here is ``win_size = 7`` (sigma 1.5 unchanged), computed with
@@ -22,6 +24,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+
+from reverie.metrics import psnr, ssim
 
 DATA_RANGE = 255.0
 """Peak value of uint8 pixels."""
@@ -64,10 +68,8 @@ def frame_psnr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         ValueError: shapes differ, are not RGB videos, or the dtype is not uint8.
     """
     a, b = _as_video_pair(a, b)
-    diff = a.astype(np.float64) - b.astype(np.float64)
-    mse = np.mean(diff * diff, axis=(1, 2, 3))  # (T,)
-    with np.errstate(divide="ignore"):
-        return 10.0 * np.log10(DATA_RANGE**2 / mse)
+    x, y = (torch.from_numpy(v).to(torch.float64) for v in (a, b))  # (T, H, W, 3)
+    return psnr(x, y, DATA_RANGE).numpy()
 
 
 def frame_ssim(
@@ -96,18 +98,8 @@ def frame_ssim(
         raise ValueError(f"win_size must be odd, got {win_size}")
     if min(a.shape[1], a.shape[2]) < win_size:
         raise ValueError(f"frames {a.shape[1]}x{a.shape[2]} are smaller than win_size {win_size}")
-    from pytorch_msssim import ssim
-
-    x = torch.from_numpy(a).permute(0, 3, 1, 2).to(torch.float64)  # (T, 3, H, W)
-    y = torch.from_numpy(b).permute(0, 3, 1, 2).to(torch.float64)  # (T, 3, H, W)
-    out = ssim(
-        x, y, data_range=DATA_RANGE, size_average=False, win_size=win_size, win_sigma=win_sigma
-    )
-    out = out.numpy().astype(np.float64)  # (T,)
-    # Identical frames give 1 up to rounding; make the documented value exact.
-    same = np.all(a == b, axis=(1, 2, 3))
-    out[same] = 1.0
-    return out
+    x, y = (torch.from_numpy(v).permute(0, 3, 1, 2)[:, None].to(torch.float64) for v in (a, b))
+    return ssim(x, y, DATA_RANGE, window=win_size, sigma=win_sigma).numpy()  # (T,): frames
 
 
 def psnr_matrix(pred: np.ndarray, ref: np.ndarray) -> np.ndarray:

@@ -50,7 +50,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from einops import rearrange
 from safetensors.torch import load_file
 from torch import nn
@@ -64,6 +63,7 @@ from reverie.diffusion import (
     x0_from_velocity,
 )
 from reverie.memory import get_policy, write_block
+from reverie.metrics import psnr, ssim
 from reverie.models import AttentionConfig, AttentionMode, KVCache, WanDiT, WanDiTConfig, get_preset
 from reverie.models.checkpoints import WEIGHTS_NAME
 from reverie.models.rope import TIME_AXIS
@@ -84,8 +84,6 @@ from reverie.training.stages.retrieval import (
 
 logger = logging.getLogger(__name__)
 
-# SSIM (Wang et al. 2004, IEEE TIP 13(4)): Gaussian window 11, sigma 1.5, K1 = 0.01, K2 = 0.03.
-SSIM_WINDOW, SSIM_SIGMA, SSIM_K1, SSIM_K2 = 11, 1.5, 0.01, 0.03
 PIXEL_RANGE = 2.0  # pixels in [-1, 1] (docs/conventions.md)
 EVAL_MARK = "eval/block_sizes"  # key present in every eval row of metrics.jsonl
 
@@ -204,53 +202,6 @@ def block_size_view(model: WanDiT, block_size: int) -> Iterator[WanDiT]:
         yield model
     finally:
         model.config = config
-
-
-# ---------------------------------------------------------------------------- metrics
-def psnr(pred: torch.Tensor, target: torch.Tensor, data_range: float) -> torch.Tensor:
-    """Peak signal-to-noise ratio per sample, ``10 log10(L² / MSE)`` dB (``inf`` if equal).
-
-    Shapes: pred, target ``(B, ...)`` -> ``(B,)`` float32.
-    """
-    mse = (pred.float() - target.float()).square().flatten(1).mean(1)  # (B,)
-    return 10 * torch.log10(data_range**2 / mse)
-
-
-def ssim(
-    pred: torch.Tensor,
-    target: torch.Tensor,
-    data_range: float,
-    *,
-    window: int = SSIM_WINDOW,
-    sigma: float = SSIM_SIGMA,
-) -> torch.Tensor:
-    """Mean SSIM per sample (Wang et al. 2004, eq. 13) with a Gaussian window, over every frame
-    and channel (as ``skimage.metrics.structural_similarity(gaussian_weights=True,
-    use_sample_covariance=False)`` averaged over channels; used because neither pytorch-msssim
-    nor torchmetrics is installed). Only windows fully inside the frame count ("valid");
-    frames smaller than ``window`` use the largest odd window that fits (e.g. 7 on 8x8 latents).
-
-    Shapes: pred, target ``(B, T, C, H, W)`` -> ``(B,)`` float32, 1 where equal.
-    """
-    batch, _, _, height, width = target.shape
-    x = rearrange(pred.float(), "b t c h w -> (b t c) 1 h w")
-    y = rearrange(target.float(), "b t c h w -> (b t c) 1 h w")
-    size = min(window, height, width)
-    size -= 1 - size % 2  # odd
-    taps = torch.arange(size, dtype=torch.float32, device=x.device) - (size - 1) / 2
-    g = torch.exp(-0.5 * (taps / sigma) ** 2)
-    g = g / g.sum()  # (size,)
-
-    def blur(z: torch.Tensor) -> torch.Tensor:  # separable valid Gaussian filter
-        return F.conv2d(F.conv2d(z, g.view(1, 1, -1, 1)), g.view(1, 1, 1, -1))
-
-    mu_x, mu_y = blur(x), blur(y)  # (N, 1, H', W')
-    var_x, var_y = blur(x * x) - mu_x**2, blur(y * y) - mu_y**2
-    cov = blur(x * y) - mu_x * mu_y
-    c1, c2 = (SSIM_K1 * data_range) ** 2, (SSIM_K2 * data_range) ** 2
-    num = (2 * mu_x * mu_y + c1) * (2 * cov + c2)
-    den = (mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2)
-    return (num / den).flatten(1).mean(1).view(batch, -1).mean(1)
 
 
 @torch.no_grad()

@@ -26,10 +26,10 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from reverie.data import Batch
+from reverie.metrics import psnr
 from reverie.training.config import OptimConfig, TrainerConfig
 from reverie.training.data import check_dataset
 from reverie.training.distributed import DistContext
@@ -175,15 +175,6 @@ def kl_divergence(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     return 0.5 * (mean.square() + logvar.exp() - 1.0 - logvar).mean()
 
 
-def psnr(reconstruction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """PSNR in dB of videos in [-1, 1] over the whole batch: ``10 log10(2^2 / MSE)``.
-
-    Shapes: ``(B, T, 3, H, W)`` each; returns a float32 scalar (no gradient).
-    """
-    mse = F.mse_loss(reconstruction.detach().float().clamp(-1, 1), target.float())
-    return 10.0 * torch.log10(PIXEL_RANGE**2 / mse.clamp_min(1e-12))
-
-
 @register_stage("vae")
 class VAEStage(SingleModuleStage):
     """Reconstruction + KL training of :class:`VAEAutoencoder`; one optimizer named ``vae``."""
@@ -243,7 +234,9 @@ class VAEStage(SingleModuleStage):
             "loss": rec + cfg.kl_weight * kl,
             "reconstruction": rec.detach(),
             "kl": kl.detach(),
-            "psnr": psnr(recon, video),
+            "psnr": psnr(  # over the whole micro-batch
+                recon.detach().clamp(-1, 1).flatten()[None], video.flatten()[None], PIXEL_RANGE
+            )[0],
         }
 
     def samples(self, batch: Batch) -> int:
