@@ -1,9 +1,11 @@
 """The streaming inference engine: `WorldModel` (a packaged model) and `Session` (one stream).
 
-from reverie.engine import WorldModel
-model = WorldModel.from_pretrained()          # the shipped default model
-session = model.start("start.png", "a sunny courtyard", memory="relic", gamma=1.0)
-frames = session.step({"dolly_in"})           # (frames_per_step, 64, 64, 3) uint8
+Usage:
+
+    from reverie.engine import WorldModel
+    model = WorldModel.from_pretrained()          # the shipped default model
+    session = model.start("start.png", "a sunny courtyard", memory="relic", gamma=1.0)
+    frames = session.step({"dolly_in"})           # (frames_per_step, 64, 64, 3) uint8
 """
 
 from reverie.engine.config import WorldModelConfig

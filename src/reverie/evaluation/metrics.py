@@ -1,7 +1,8 @@
 """Per-frame image metrics for generated videos: PSNR and SSIM (MAG §4.1, MAG-Bench).
 
 Both functions compare two uint8 RGB videos frame by frame and return one number per frame, so
-callers can average over a segment, plot against time, or pick best matches.
+callers can average over a segment, plot against time, or pick best matches. They delegate to
+`reverie.metrics`, the tensor PSNR/SSIM that training uses too.
 
 Conventions:
 
@@ -11,8 +12,6 @@ Conventions:
 - **Identical frames**: PSNR is ``+inf`` (the MSE is zero) and SSIM is exactly 1.0. Averages over
   frames should use :func:`finite_mean` (which caps ``inf`` at :data:`PSNR_CAP_DB`) so one exact
   copy does not turn a mean into ``inf``.
-Both delegate to `reverie.metrics` (the tensor PSNR/SSIM that training uses too).
-
 - **SSIM window**: Wang et al. (2004) use an 11x11 Gaussian window (sigma 1.5). Our videos are
   64x64, where an 11-pixel window leaves only 54x54 valid positions and smooths away most of the
   structure, so the default here is ``win_size = 7`` (sigma 1.5 unchanged), computed with

@@ -281,14 +281,17 @@ class StudentStage(SingleModuleStage):
     def hybrid_split(self, batch_size: int, num_frames: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Draw the noisy blocks and their student-time indices (steps 1 and 3), CPU RNG.
 
-        Shapes: returns ``noisy (B, T)`` bool (True on the last K blocks) and ``step (B, T)``
-        int64 in ``[0, S)``, both constant within a block.
+        Shapes: returns ``noisy (B, T)`` bool (True on the last K blocks; every block with
+        ``hybrid.teacher_forcing``) and ``step (B, T)`` int64 in ``[0, S)``, both constant
+        within a block.
         """
-        fpb = self.config.frames_per_block
+        fpb, hybrid = self.config.frames_per_block, self.config.hybrid
         blocks = num_frames // fpb
-        high = self.config.hybrid.max_noisy_blocks or blocks
-        low = blocks if self.config.hybrid.teacher_forcing else self.config.hybrid.min_noisy_blocks
-        k = torch.randint(low, max(high, low) + 1, (batch_size,))  # (B,)
+        if hybrid.teacher_forcing:
+            k = torch.full((batch_size,), blocks)  # (B,)
+        else:
+            high = hybrid.max_noisy_blocks or blocks
+            k = torch.randint(hybrid.min_noisy_blocks, high + 1, (batch_size,))  # (B,)
         noisy = torch.arange(blocks)[None] >= (blocks - k)[:, None]  # (B, blocks)
         step = torch.randint(0, len(self.times), (batch_size, blocks))  # (B, blocks)
         return noisy.repeat_interleave(fpb, 1), step.repeat_interleave(fpb, 1)  # (B, T) x 2
