@@ -99,7 +99,7 @@ timed retrieval reverie train retrieval --config configs/tiny/retrieval.yaml --r
   trainer.max_steps="$RETRIEVAL_STEPS" trainer.checkpoint_every=50
 
 log "9/9 package into $OUT"
-python -m reverie.engine.export --vae "$WORK/vae" --latents "$WORK/latents" \
+python -m reverie.training.export --vae "$WORK/vae" --latents "$WORK/latents" \
   --student "$WORK/student" --mag "$WORK/mag" --retrieval "$WORK/retrieval" --out "$OUT"
 if reverie eval train-probe --help >/dev/null 2>&1; then
   log "pose probe for reverie eval actions ($PROBE_STEPS steps)"

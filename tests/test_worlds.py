@@ -8,7 +8,7 @@ import pytest
 from reverie.camera.rotations import look_at
 from reverie.worlds import ObjectSpec, SceneSpec, sample_scene
 from reverie.worlds.caption import scene_caption
-from reverie.worlds.render import SceneRenderer, intrinsics
+from reverie.worlds.render import SceneRenderer, intrinsics, render_start_frame
 from reverie.worlds.spec import TextureSpec
 from reverie.worlds.textures import texture_image
 
@@ -178,3 +178,16 @@ def test_depth_is_metric_distance_along_the_optical_axis():
             assert abs(np.median(depth[24:40, 24:40]) - expected) < 0.02, side
             assert np.ptp(depth[24:40, 24:40]) < 0.05
         assert r.render(look_at(views[solid[0]][0]), P).std() > 1
+
+
+def test_start_frame_is_the_view_from_the_first_pose():
+    from reverie.worlds.trajectory import sample_trajectory
+
+    spec = sample_scene(3)
+    path = sample_trajectory(spec, "revisit", seconds=0.5, fps=16, seed=3)
+    frame = render_start_frame(spec, path.R, path.P, 32)
+    assert frame.shape == (32, 32, 3) and frame.dtype == np.uint8 and frame.std() > 1.0
+    with SceneRenderer(spec, 32, 32) as r:
+        np.testing.assert_array_equal(frame, r.render_trajectory(path.R, path.P)[0][0])
+    with pytest.raises(ValueError, match="NaN"):
+        render_start_frame(spec, path.R, np.full_like(path.P, np.nan), 32)

@@ -3,8 +3,8 @@
 STYLE §3: configs are frozen dataclasses next to their component; files only set values; unknown
 keys and wrong types are errors with the dotted location of the bad value.
 
-    cfg = load_config(ToyConfig, "configs/toy.yaml", ["optim.lr=1e-4", "trainer.max_steps=10"])
-    to_dict(cfg)                      # JSON-ready nested dict; from_dict(ToyConfig, ...) inverts it
+    cfg = load_config(ToyStageConfig, "configs/toy.yaml", ["optim.lr=1e-4", "trainer.max_steps=10"])
+    to_dict(cfg)          # JSON-ready nested dict; from_dict(ToyStageConfig, ...) inverts it
 
 Supported field types: nested dataclasses, ``bool``, ``int``, ``float`` (ints accepted),
 ``str``, ``pathlib.Path``, ``Enum``/``StrEnum`` (by value), ``Literal[...]``, ``X | None``

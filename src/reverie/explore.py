@@ -26,6 +26,11 @@ frame) and a trajectory file sets it too (one pose per frame); otherwise `--seco
 a held last action. A video has `1 + frames_per_step * k` frames, at most `MAX_FRAMES`.
 Every output (`--out` and its `.gt`/`.compare` videos, `--json`) is checked writable before
 generation and written together at the end, or not at all.
+
+The same run from Python (the CLI is a thin shell over it; `ExploreConfig` has its options):
+
+    from reverie.explore import ExploreConfig, explore
+    metrics = explore(ExploreConfig(scene=1000003, seconds=10, memory="relic", random=True))
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ import math
 import resource
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +54,87 @@ DEFAULT_IMAGE_SCRIPT = "pan_left*24 dolly_in*16 pan_right*48 dolly_out*16 pan_le
 DEFAULT_SECONDS = 10.0
 MAX_FRAMES = 9601  # 10 minutes at 16 fps: about 120 MB of 64x64 frames held for the videos
 MAX_TRAJECTORY_BYTES = 64 * 2**20
+
+
+@dataclass(frozen=True)
+class ExploreConfig:
+    """One exploration: the start, the camera path, the model and the outputs.
+
+    The fields are the options of `reverie explore` (same names, same defaults; the CLI builds
+    this from its arguments). Exactly one of `scene` and `image` gives the start.
+
+    Attributes:
+        scene: procedural scene seed (`reverie.worlds`): renders the start frame and the
+            ground truth along the path.
+        world: scene family of `scene`: "mixed", "indoor" or "open".
+        image: start image file (PNG/JPEG), centre-cropped and resized to the model.
+        prompt: text description; None: the scene's caption (empty with `image`).
+        actions: action script, e.g. "pan_left*16 dolly_in+pan_right*8" (sets the length).
+        trajectory: camera path JSON `{"R": (T, 3, 3), "P": (T, 3)}` (sets the length).
+        gamma: velocity multiplier in `GAMMA_RANGE` (RELIC §5.2).
+        seconds: video length; None: the length of `actions` / `trajectory`, else
+            `DEFAULT_SECONDS`. Given with either, the two must agree.
+        memory: memory policy name (`reverie.memory.policy_names`).
+        checkpoint: world model directory; None: the shipped model.
+        random: an untrained tiny model instead (testing); not with `checkpoint`.
+        seed: noise seed.
+        threads: torch threads per stream thread (>= 1).
+        out: output video (`.mp4`); with `scene` also `.gt.mp4` and `.compare.mp4` beside it.
+        json: metrics JSON path, or None.
+        quiet: no progress bar.
+
+    Raises (on construction, before any model is loaded):
+        ValueError: naming the option (`--threads`, `--gamma`, ...) and what would be valid.
+    """
+
+    scene: int | None = None
+    world: str = "mixed"
+    image: str | Path | None = None
+    prompt: str | None = None
+    actions: str | None = None
+    trajectory: str | Path | None = None
+    gamma: float = 1.0
+    seconds: float | None = None
+    memory: str = "relic"
+    checkpoint: str | Path | None = None
+    random: bool = False
+    seed: int = 0
+    threads: int = 1
+    out: str | Path = "out.mp4"
+    json: str | Path | None = None
+    quiet: bool = False
+
+    def __post_init__(self) -> None:
+        """Every check that needs no model (the output paths are checked by `explore`)."""
+        from reverie.engine.world_model import GAMMA_RANGE, check_prompt
+
+        if self.threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {self.threads}")
+        if (self.scene is None) == (self.image is None):
+            raise ValueError("give exactly one of --scene SEED or --image PNG")
+        if self.trajectory is not None and self.actions is not None:
+            raise ValueError("give at most one of --actions and --trajectory")
+        lo, hi = GAMMA_RANGE
+        if not (math.isfinite(self.gamma) and lo <= self.gamma <= hi):
+            raise ValueError(
+                f"--gamma must be in [{lo}, {hi}] (the speeds the model was trained for), "
+                f"got {self.gamma}"
+            )
+        if self.seconds is not None and not (math.isfinite(self.seconds) and self.seconds > 0):
+            raise ValueError(f"--seconds must be > 0, got {self.seconds}")
+        if self.prompt is not None:
+            check_prompt(self.prompt, "--prompt")
+        if self.actions is not None:
+            if script_length(self.actions) >= MAX_FRAMES:
+                raise ValueError(
+                    f"--actions scripts {script_length(self.actions)} frames; a video has at "
+                    f"most {MAX_FRAMES}"
+                )
+            from reverie.camera.script import parse_action_script
+
+            parse_action_script(self.actions)  # the grammar, before any model is loaded
+        if self.random and self.checkpoint is not None:
+            raise ValueError("give at most one of --random and --checkpoint")
 
 
 @dataclass
@@ -171,7 +257,7 @@ def path_from_poses(R: np.ndarray, P: np.ndarray, model) -> CameraPath:
     return CameraPath(actions.astype(np.float32), model.gamma_for(scale), R, P)
 
 
-def video_length(args: argparse.Namespace, model) -> int:
+def video_length(config: ExploreConfig, model) -> int:
     """Frames of the video: set by `--actions` or `--trajectory` unless `--seconds` is given;
     when both are, they must agree.
 
@@ -180,69 +266,69 @@ def video_length(args: argparse.Namespace, model) -> int:
             `MAX_FRAMES` (checked before the script is expanded or any frame generated).
     """
     fps, step = model.fps, model.frames_per_step
-    from_seconds = None if args.seconds is None else frame_count(args.seconds, fps, step)
-    if args.actions is not None:
-        source, frames = f"--actions {args.actions!r}", 1 + script_length(args.actions)
-    elif args.trajectory is not None:
-        source, frames = f"--trajectory {args.trajectory}", len(read_trajectory(args.trajectory)[0])
+    from_seconds = None if config.seconds is None else frame_count(config.seconds, fps, step)
+    if config.actions is not None:
+        source, frames = f"--actions {config.actions!r}", 1 + script_length(config.actions)
+    elif config.trajectory is not None:
+        source = f"--trajectory {config.trajectory}"
+        frames = len(read_trajectory(config.trajectory)[0])
     else:
         return from_seconds or frame_count(DEFAULT_SECONDS, fps, step)
     if frames > MAX_FRAMES or from_seconds is None:
         return check_frames(frames, source, fps, step)
     if frames != from_seconds:
         raise ValueError(
-            f"{source} gives {frames} frames but --seconds {args.seconds:g} gives "
+            f"{source} gives {frames} frames but --seconds {config.seconds:g} gives "
             f"{from_seconds}; drop --seconds to use the path's length"
         )
     return frames
 
 
-def plan_path(args: argparse.Namespace, model, count: int):
-    """`(CameraPath, start frame or None, prompt, scene spec or None)` from the CLI options;
-    the path has exactly `count` frames (see `video_length`)."""
+def plan_path(config: ExploreConfig, model, count: int):
+    """`(CameraPath, start frame or None, prompt, scene spec or None)` of an exploration; the
+    path has exactly `count` frames (see `video_length`)."""
     from reverie.camera.actions import actions_to_poses
     from reverie.camera.script import parse_action_script
 
     fps, unit = model.fps, model.config.metres_per_unit
-    scripted = None if args.actions is None else parse_action_script(args.actions)
-    if args.scene is None:
-        if args.trajectory is not None:
-            R, P = read_trajectory(args.trajectory)
+    scripted = None if config.actions is None else parse_action_script(config.actions)
+    if config.scene is None:
+        if config.trajectory is not None:
+            R, P = read_trajectory(config.trajectory)
             path = path_from_poses(R, P, model)
             path.R = path.P = None
-            path.gamma *= args.gamma
+            path.gamma *= config.gamma
         elif scripted is not None:
-            path = CameraPath(fit_actions(scripted, count), args.gamma)
+            path = CameraPath(fit_actions(scripted, count), config.gamma)
         else:
             default = parse_action_script(DEFAULT_IMAGE_SCRIPT)
-            path = CameraPath(fit_actions(cycle_actions(default, count - 1), count), args.gamma)
-        return path, None, args.prompt or "", None
+            path = CameraPath(fit_actions(cycle_actions(default, count - 1), count), config.gamma)
+        return path, None, config.prompt or "", None
 
     from reverie.worlds import sample_scene
     from reverie.worlds.caption import scene_caption
-    from reverie.worlds.render import SceneRenderer
+    from reverie.worlds.render import render_start_frame
     from reverie.worlds.trajectory import sample_trajectory
 
-    spec = sample_scene(args.scene, args.world)
+    spec = sample_scene(config.scene, config.world)
     seconds = count / fps + 1.0
-    if args.trajectory is not None:
-        R, P = read_trajectory(args.trajectory)
+    if config.trajectory is not None:
+        R, P = read_trajectory(config.trajectory)
         path = path_from_poses(R, P, model)
     elif scripted is not None:
-        start = sample_trajectory(spec, "revisit", seconds=1.0, fps=fps, seed=args.scene)
+        start = sample_trajectory(spec, "revisit", seconds=1.0, fps=fps, seed=config.scene)
         actions = fit_actions(scripted, count)
-        R, P = actions_to_poses(actions, args.gamma * unit, start.R[0], start.P[0])
-        path = CameraPath(actions, args.gamma, R, P)
+        R, P = actions_to_poses(actions, config.gamma * unit, start.R[0], start.P[0])
+        path = CameraPath(actions, config.gamma, R, P)
     else:  # a sampled path is made a little longer than needed, then cut to the video
-        traj = sample_trajectory(spec, "revisit", seconds=seconds, fps=fps, seed=args.scene)
+        traj = sample_trajectory(spec, "revisit", seconds=seconds, fps=fps, seed=config.scene)
         path = path_from_poses(traj.R[:count], traj.P[:count], model)
-        path.gamma *= args.gamma
+        path.gamma *= config.gamma
     if len(path.actions) != count:
         raise ValueError(f"the camera path has {len(path.actions)} frames, {count} are needed")
-    renderer = SceneRenderer(spec, model.resolution, model.resolution)
-    start_frame = renderer.render(path.R[0], path.P[0])
-    prompt = args.prompt if args.prompt is not None else scene_caption(spec)
-    return path, start_frame, prompt, (spec, renderer)
+    start_frame = render_start_frame(spec, path.R, path.P, model.resolution)
+    prompt = config.prompt if config.prompt is not None else scene_caption(spec)
+    return path, start_frame, prompt, spec
 
 
 def peak_rss_mb() -> float:
@@ -250,7 +336,7 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def output_paths(args: argparse.Namespace) -> dict[str, Path]:
+def output_paths(config: ExploreConfig) -> dict[str, Path]:
     """Every file the run will write, checked writable before any work.
 
     Raises:
@@ -258,63 +344,31 @@ def output_paths(args: argparse.Namespace) -> dict[str, Path]:
     """
     from reverie.io import check_writable
 
-    out = Path(args.out)
+    out = Path(config.out)
     if out.suffix != ".mp4":
         raise ValueError(f"--out must end in .mp4, got {out}")
     paths = {"video": check_writable(out, "--out")}
-    if args.scene is not None:
+    if config.scene is not None:
         paths["gt"] = check_writable(out.with_suffix(".gt.mp4"), "--out (ground truth)")
         paths["compare"] = check_writable(out.with_suffix(".compare.mp4"), "--out (compare)")
-    if args.json is not None:
-        paths["json"] = check_writable(args.json, "--json")
+    if config.json is not None:
+        paths["json"] = check_writable(config.json, "--json")
         if paths["json"].resolve() in {p.resolve() for k, p in paths.items() if k != "json"}:
-            raise ValueError(f"--json {args.json} is also a video output; give another name")
+            raise ValueError(f"--json {config.json} is also a video output; give another name")
     return paths
 
 
-def check_args(args: argparse.Namespace) -> None:
-    """Every check that needs no model, before anything is loaded.
-
-    Raises:
-        ValueError: naming the option and what would be valid.
-    """
-    from reverie.engine.world_model import GAMMA_RANGE, check_prompt
-
-    if args.threads < 1:
-        raise ValueError(f"--threads must be >= 1, got {args.threads}")
-    if (args.scene is None) == (args.image is None):
-        raise ValueError("give exactly one of --scene SEED or --image PNG")
-    if args.trajectory is not None and args.actions is not None:
-        raise ValueError("give at most one of --actions and --trajectory")
-    lo, hi = GAMMA_RANGE
-    if not (math.isfinite(args.gamma) and lo <= args.gamma <= hi):
-        raise ValueError(
-            f"--gamma must be in [{lo}, {hi}] (the speeds the model was trained for), "
-            f"got {args.gamma}"
-        )
-    if args.seconds is not None and not (math.isfinite(args.seconds) and args.seconds > 0):
-        raise ValueError(f"--seconds must be > 0, got {args.seconds}")
-    if args.prompt is not None:
-        check_prompt(args.prompt, "--prompt")
-    if args.actions is not None:
-        if script_length(args.actions) >= MAX_FRAMES:
-            raise ValueError(
-                f"--actions scripts {script_length(args.actions)} frames; a video has at most "
-                f"{MAX_FRAMES}"
-            )
-        from reverie.camera.script import parse_action_script
-
-        parse_action_script(args.actions)  # the grammar, before any model is loaded
-    if args.random and args.checkpoint is not None:
-        raise ValueError("give at most one of --random and --checkpoint")
-
-
-def explore(args: argparse.Namespace) -> dict[str, Any]:
+def explore(config: ExploreConfig) -> dict[str, Any]:
     """Run one exploration; write the videos and the metrics JSON; return the metrics.
 
-    All arguments and output paths are checked before the model is loaded; the outputs
-    appear together at the end (`reverie.io.atomic_outputs`) or, on any failure or
-    interrupt, not at all.
+    The options are checked when `config` is built and the output paths before the model is
+    loaded; the outputs appear together at the end (`reverie.io.atomic_outputs`) or, on any
+    failure or interrupt, not at all. The metrics are described in the module docstring.
+
+    Raises:
+        ValueError: an output that cannot be written, an unknown memory policy, a path length
+            that is not `1 + frames_per_step * k` frames, a bad trajectory file (naming it).
+        FileNotFoundError: a missing start image, trajectory or checkpoint.
     """
     import torch
     from tqdm import tqdm
@@ -323,30 +377,31 @@ def explore(args: argparse.Namespace) -> dict[str, Any]:
     from reverie.engine import WorldModel, load_image
     from reverie.io import atomic_outputs, atomic_write_json
 
-    check_args(args)
-    paths = output_paths(args)
-    torch.set_num_threads(args.threads)
+    paths = output_paths(config)
+    torch.set_num_threads(config.threads)
     model = (
-        WorldModel.random(args.seed) if args.random else WorldModel.from_pretrained(args.checkpoint)
+        WorldModel.random(config.seed)
+        if config.random
+        else WorldModel.from_pretrained(config.checkpoint)
     )
-    if args.memory not in model.memory_policies:
-        raise ValueError(f"unknown memory policy {args.memory!r}; known: {model.memory_policies}")
-    count = video_length(args, model)
-    if args.image is not None:  # read and checked before the text encoder is loaded
-        image, note = load_image(args.image, model.resolution)
+    if config.memory not in model.memory_policies:
+        raise ValueError(f"unknown memory policy {config.memory!r}; known: {model.memory_policies}")
+    count = video_length(config, model)
+    if config.image is not None:  # read and checked before the text encoder is loaded
+        image, note = load_image(config.image, model.resolution)
         if note:
             print(f"reverie explore: start image {note}", file=sys.stderr)
-    path, start_frame, prompt, scene = plan_path(args, model, count)
+    path, start_frame, prompt, spec = plan_path(config, model, count)
     if start_frame is not None:
         image = start_frame
     model.encode_prompt(prompt)  # text encoder loaded before the clock starts
 
     tic = time.perf_counter()
-    session = model.start(image, prompt, memory=args.memory, gamma=path.gamma, seed=args.seed)
+    session = model.start(image, prompt, memory=config.memory, gamma=path.gamma, seed=config.seed)
     frames, first_latency = [session.first_frame[None]], None
     step = model.frames_per_step
     blocks = (path.actions[i : i + step] for i in range(1, count, step))
-    with tqdm(total=count - 1, desc="explore", unit="frame", disable=args.quiet) as bar:
+    with tqdm(total=count - 1, desc="explore", unit="frame", disable=config.quiet) as bar:
         for block in session.stream(blocks):  # denoise k + 1 while decoding k
             frames.append(block)
             if first_latency is None:
@@ -364,8 +419,8 @@ def explore(args: argparse.Namespace) -> dict[str, Any]:
         "cache_tokens": stats["cache_tokens"],
         "cache_bytes": stats["cache_bytes"],
         "frames": int(len(video)),
-        "memory_policy": args.memory,
-        "checkpoint": "random" if args.random else model.source,
+        "memory_policy": config.memory,
+        "checkpoint": "random" if config.random else model.source,
         "gamma": path.gamma,
         "prompt": prompt,
         "seconds_of_video": len(video) / model.fps,
@@ -374,17 +429,18 @@ def explore(args: argparse.Namespace) -> dict[str, Any]:
     with atomic_outputs() as outs:  # every file, or none of them
         mp4 = {"fps": model.fps, "pixel_format": VIEWER_PIXEL_FORMAT, "crf": 18}
         write_mp4(outs.path(paths["video"]), video, **mp4)
-        if scene is not None:
+        if spec is not None:
             from reverie.evaluation.metrics import finite_mean, frame_psnr, frame_ssim
+            from reverie.worlds.render import SceneRenderer
 
-            _, renderer = scene
-            gt, _ = renderer.render_trajectory(path.R, path.P)
+            with SceneRenderer(spec, model.resolution, model.resolution) as renderer:
+                gt, _ = renderer.render_trajectory(path.R, path.P)  # (T, H, W, 3) uint8
             write_mp4(outs.path(paths["gt"]), gt, **mp4)
             side = np.concatenate([video, gt], axis=2)  # (T, H, 2W, 3): generated | GT
             write_mp4(outs.path(paths["compare"]), side, **mp4)
             psnr, ssim = frame_psnr(video, gt), frame_ssim(video, gt)
             metrics.update(
-                scene=args.scene,
+                scene=config.scene,
                 psnr=[None if not np.isfinite(v) else float(v) for v in psnr],
                 ssim=[float(v) for v in ssim],
                 psnr_mean=finite_mean(psnr[1:]),
@@ -446,7 +502,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    metrics = explore(args)
+    """The CLI shell: the options become an `ExploreConfig`; print a summary of the metrics."""
+    config = ExploreConfig(**{f.name: getattr(args, f.name) for f in fields(ExploreConfig)})
+    metrics = explore(config)
     summary = {
         k: metrics[k]
         for k in (

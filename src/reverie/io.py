@@ -7,8 +7,10 @@ directories get the usual permissions of the user's umask (``tempfile`` would le
         write_mp4(outs.path("out.mp4"), ...)
         atomic_write_json(outs.path("out.json"), metrics)
 
-Also here: :func:`check_writable` (refuse an unwritable output before any work) and
-:func:`check_safetensors` (name a truncated weights file before loading it).
+Also here: :func:`check_writable` (refuse an unwritable output before any work),
+:func:`check_safetensors` (name a truncated weights file before loading it) and
+:class:`CheckpointFiles` (a directory of safetensors weights + JSON config, the format of the
+DiT and tokenizer checkpoints).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import os
 import struct
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -212,3 +215,45 @@ def save_safetensors(path: str | os.PathLike, tensors: dict[str, Any]) -> None:
     cpu = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     with atomic_path(path) as tmp:
         save_file(cpu, str(tmp))
+
+
+@dataclass(frozen=True)
+class CheckpointFiles:
+    """A checkpoint directory of two files: safetensors weights and a JSON config.
+
+    The config is written indented with sorted keys; both files are written atomically
+    (weights first), so a crash never leaves a half-written file under its final name.
+
+    Attributes:
+        weights: file name of the state dict, e.g. ``model.safetensors``.
+        config: file name of the config JSON, e.g. ``config.json``.
+    """
+
+    weights: str
+    config: str
+
+    def save(self, directory: str | os.PathLike, state_dict: dict[str, Any], config: Any) -> Path:
+        """Write ``state_dict`` (``{name: torch.Tensor}``) and ``config`` (JSON-serialisable)
+        into ``directory`` (created if missing); returns it as a ``Path``."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        save_safetensors(directory / self.weights, state_dict)
+        atomic_write_text(
+            directory / self.config, json.dumps(config, indent=2, sort_keys=True) + "\n"
+        )
+        return directory
+
+    def read_config(self, directory: str | os.PathLike) -> Any:
+        """The parsed config JSON.
+
+        Raises:
+            FileNotFoundError: no config file; json.JSONDecodeError: it is not JSON.
+        """
+        return json.loads((Path(directory) / self.config).read_text())
+
+    def load_weights(self, directory: str | os.PathLike, device: Any = "cpu") -> dict[str, Any]:
+        """The state dict ``{name: torch.Tensor}``, loaded onto ``device`` (str or
+        ``torch.device``)."""
+        from safetensors.torch import load_file
+
+        return load_file(str(Path(directory) / self.weights), device=str(device))

@@ -149,6 +149,39 @@ def test_save_and_load_round_trip(model, image, tmp_path):
     assert WorldModel.from_pretrained(small).dit.patch_embedding.weight.dtype == torch.float32
 
 
+def test_components_round_trip_and_reach_their_policies(model, image, tmp_path):
+    from reverie.memory import RetrievalEmbedder, RetrievalEmbedderConfig
+    from reverie.models import WanDiT
+
+    torch.manual_seed(0)
+    memory_model = WanDiT(model.dit.config)
+    embedder_config = RetrievalEmbedderConfig(
+        in_channels=model.vae.latent_channels, channels=(8, 16), dim=32, groups=4
+    )
+    components = {
+        "memory_model": memory_model,
+        "retrieval_embedder": RetrievalEmbedder(embedder_config),
+    }
+    packaged = WorldModel(model.config, model.dit, model.vae, components=components)
+    out = packaged.save_pretrained(tmp_path / "model", dtype=torch.float32)
+    assert (out / "memory_model").is_dir() and (out / "retrieval").is_dir()
+    loaded = WorldModel.from_pretrained(out)
+    assert set(loaded.components) == set(components)
+    for key, module in components.items():
+        state = loaded.components[key].state_dict()
+        assert all(torch.equal(state[k], v) for k, v in module.state_dict().items())
+    assert loaded.make_policy("mag").writer is loaded.components["memory_model"]
+    assert loaded.make_policy("retrieval").embed is loaded.components["retrieval_embedder"]
+    assert loaded.make_policy("mag", writer=None).writer is None  # options win
+    np.testing.assert_array_equal(
+        packaged.start(image, "x", memory="mag", seed=3).step({"dolly_in"}),
+        loaded.start(image, "x", memory="mag", seed=3).step({"dolly_in"}),
+    )
+    assert model.make_policy("mag").writer is None  # no component: the generator writes
+    with pytest.raises(ValueError, match="no memory policy declares"):
+        WorldModel(model.config, model.dit, model.vae, components={"critic": memory_model})
+
+
 def test_from_pretrained_errors(tmp_path, model):
     with pytest.raises(FileNotFoundError, match="world_model.json"):
         WorldModel.from_pretrained(tmp_path / "nothing")

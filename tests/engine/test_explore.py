@@ -124,3 +124,17 @@ def test_an_action_script_sets_the_length(tmp_path):
     code = main(["explore", "--random", "--scene", "1", "--actions", "pan_left*4 dolly_in*8",
                  "--quiet", "--out", str(out), "--json", str(tmp_path / "m.json")])  # fmt: skip
     assert code == 0 and len(read_mp4(out)) == 13
+
+
+def test_the_cli_is_a_shell_over_explore_config():
+    """`reverie explore`'s options are `ExploreConfig`'s fields, with the same defaults."""
+    from dataclasses import fields
+
+    from reverie.cli import build_parser
+    from reverie.explore import ExploreConfig
+
+    args = build_parser().parse_args(["explore", "--scene", "1"])
+    options = {f.name: getattr(args, f.name) for f in fields(ExploreConfig)}
+    assert ExploreConfig(**options) == ExploreConfig(scene=1)
+    with pytest.raises(ValueError, match="--threads"):
+        ExploreConfig(scene=1, threads=0)  # checked on construction, before any model

@@ -105,3 +105,14 @@ def test_revisit_bad_inputs_exit_2(tmp_path, flags, capsys):
     assert main(["eval", "revisit", *flags, "--out", str(tmp_path / "r.json")]) == 2
     assert "error" in capsys.readouterr().err
     assert not (tmp_path / "r.json").exists()
+
+
+def test_default_policies_are_every_registered_one_in_table_order():
+    from reverie.evaluation.policies import TABLE_ORDER, default_policies
+    from reverie.evaluation.speed import SpeedConfig
+    from reverie.memory import policy_names
+
+    names = default_policies()
+    assert sorted(names) == policy_names()
+    assert [n for n in names if n in TABLE_ORDER] == [n for n in TABLE_ORDER if n in names]
+    assert RevisitConfig().policies == SpeedConfig().policies == names

@@ -9,11 +9,13 @@ import pytest
 import torch
 
 from reverie.diffusion import (
+    BlockInputs,
     FewStepSchedule,
-    generate_blocks,
+    block_spans,
     noisy_sample,
     x0_from_velocity,
 )
+from reverie.diffusion import rollout as block_rollout
 from reverie.memory import get_policy
 from reverie.models import AttentionConfig, AttentionMode, WanDiT, WanDiTConfig
 from reverie.models.conditioning import ActionEncoderConfig, PoseEncoderConfig
@@ -137,8 +139,8 @@ def test_rollout_chunks_follow_the_block_grid():
 
 @torch.no_grad()
 def test_rollout_exiting_at_the_last_step_is_the_inference_loop():
-    """With every exit at the last step, the training rollout is `generate_blocks` on a cache
-    that holds the clean prefix (same noise draws, same cache writes)."""
+    """With every exit at the last step, the training rollout is the inference call of
+    `rollout` on a cache that holds the clean prefix (same noise draws, same cache writes)."""
     student = _model(AttentionMode.BLOCK_CAUSAL, 1, seed=1)
     num_frames, steps = 4, FewStepSchedule().num_steps
     cond = _conditioning(1, num_frames)
@@ -153,16 +155,21 @@ def test_rollout_exiting_at_the_last_step_is_the_inference_loop():
     actions, rotations, centres = (
         [c[:, 4 * b : 4 * (b + 1)] for b in range(num_frames - 1)] for c in later
     )
-    streamed = generate_blocks(
+    blocks = [
+        BlockInputs(cond.context, actions=a, poses=(r, c))
+        for a, r, c in zip(actions, rotations, centres, strict=True)
+    ]
+    outputs = block_rollout(  # the inference call: default (last) exit steps
         student,
         cache,
-        cond.context,
-        num_blocks=num_frames - 1,
-        latent_size=LATENT,
+        get_policy("full"),
+        blocks,
+        block_spans(1, num_frames, 1),
+        FewStepSchedule().times,
+        cond.prefix,
         generator=torch.Generator().manual_seed(3),
-        actions=actions,
-        poses=list(zip(rotations, centres, strict=True)),
     )
+    streamed = torch.cat([out.latents for out in outputs], dim=1)
     assert torch.equal(rollout.latents, streamed)
     assert [(b.start, b.end, b.exit_step) for b in rollout.blocks] == [
         (1, 2, 3),

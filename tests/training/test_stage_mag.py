@@ -28,7 +28,7 @@ from reverie.training.stages.mag import (
     MagModelConfig,
     MagStage,
     compress_block,
-    load_memory_model,
+    memory_model_from_run,
     psnr,
     reconstruction_quality,
     ssim,
@@ -159,10 +159,13 @@ def test_smoke_eval_rows_and_exact_resume(tmp_path):
     assert [r for r in read_metrics(full) if "eval/b1/psnr" in r] == evals
     assert all(torch.equal(a[k], weights(full, 4, "memory")[k]) for k in a)
 
-    model = load_memory_model(full)  # what the mag policy writes with
+    model = memory_model_from_run(full)  # what the mag policy writes with
     assert all(torch.equal(model.state_dict()[k], a[k]) for k in a)
     assert not any(p.requires_grad for p in model.parameters())
     assert get_policy("mag", writer=model).write_spec.model is model
+    exported, options = MagStage.export_component(full)  # what `reverie.training.export` packs
+    assert all(torch.equal(exported.state_dict()[k], a[k]) for k in a)
+    assert MagStage.component == "memory_model" and options == {"mag": {"block_frames": 2}}
 
 
 def test_reconstruction_quality_at_every_block_size():

@@ -16,7 +16,8 @@ from test_stage_teacher import fake_text_encoder, train_teacher
 from reverie.diffusion import FewStepSchedule, noisy_sample
 from reverie.training import train
 from reverie.training.stages import ode as ode_module
-from reverie.training.stages.ode import OdeDataset, ode_time_grid, teacher_trajectory
+from reverie.training.stages.ode import ode_time_grid, teacher_trajectory
+from reverie.training.trajectories import OdeDataset
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "tiny" / "ode.yaml"
 TIMES = FewStepSchedule().times

@@ -15,15 +15,14 @@ from training_testing import losses, weights
 
 from reverie.memory import RetrievalEmbedderConfig, get_policy
 from reverie.training import load_experiment, train
+from reverie.training.common import stage_weights
 from reverie.training.distributed import DistContext
+from reverie.training.frame_clips import FrameClipsConfig, SmoothLatentClips
 from reverie.training.seeding import seed_everything
 from reverie.training.stages.retrieval import (
     EmbeddingDecoder,
-    LatentDataConfig,
     RetrievalStage,
-    SmoothLatentClips,
-    load_retrieval_embedder,
-    stage_weights,
+    retrieval_embedder_from_run,
 )
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "tiny" / "retrieval.yaml"
@@ -77,20 +76,23 @@ def test_smoke_exact_resume_and_the_policy_loads_the_embedder(tmp_path):
         a, b = weights(full, 4, name), weights(staged, 4, name)
         assert all(torch.equal(a[k], b[k]) for k in a), name
 
-    embedder = load_retrieval_embedder(full)  # the run's newest checkpoint
+    embedder = retrieval_embedder_from_run(full)  # the run's newest checkpoint
     saved = weights(full, 4, "embedder")
     assert all(torch.equal(embedder.state_dict()[k], saved[k]) for k in saved)
     file = full / "checkpoints" / "step_00000004" / "embedder.safetensors"
-    assert load_retrieval_embedder(file).state_dict().keys() == saved.keys()
+    assert retrieval_embedder_from_run(file).state_dict().keys() == saved.keys()
     policy = get_policy("retrieval", embed=embedder)
     e = policy.embed(torch.randn(3, 4, 8, 8))
     assert e.shape == (3, 32) and not e.requires_grad
     torch.testing.assert_close(e.norm(dim=-1), torch.ones(3))
+    exported, options = RetrievalStage.export_component(full)  # `reverie.training.export`
+    assert RetrievalStage.component == "retrieval_embedder" and options == {}
+    assert all(torch.equal(exported.state_dict()[k], saved[k]) for k in saved)
 
     with pytest.raises(ValueError, match="'retrieval' checkpoint, not 'mag'"):
         stage_weights(full, "mag", "embedder")
     with pytest.raises(FileNotFoundError, match="no retrieval checkpoint"):
-        load_retrieval_embedder(tmp_path / "nothing")
+        retrieval_embedder_from_run(tmp_path / "nothing")
 
 
 def test_bad_config_fails_before_training(tmp_path):
@@ -113,7 +115,7 @@ def test_decoder_restores_any_latent_size():
 
 
 def test_synthetic_clips_are_deterministic_and_change_slowly():
-    clips = SmoothLatentClips(LatentDataConfig(num_samples=4), 16, channels=4, seed=7)
+    clips = SmoothLatentClips(FrameClipsConfig(num_samples=4), 16, channels=4, seed=7)
     x = clips[2]
     assert x.shape == (16, 4, 8, 8) and torch.equal(x, clips[2])
     assert not torch.equal(x, clips[1])

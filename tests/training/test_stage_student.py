@@ -11,12 +11,19 @@ import torch
 from test_stage_ode import make_trajectories
 from test_stage_teacher import BACKBONE, fake_text_encoder
 
-from reverie.diffusion import FewStepSchedule
+from reverie.diffusion import (
+    BlockInputs,
+    FewStepSchedule,
+    denoise_step,
+    video_frame_range,
+    write_denoised,
+)
+from reverie.memory import get_policy
 from reverie.training import load_experiment, read_metrics, train
+from reverie.training.common import encode_text, load_teacher
 from reverie.training.distributed import DistContext
 from reverie.training.seeding import seed_everything
 from reverie.training.stages.student import StudentStage
-from reverie.training.stages.teacher import load_teacher
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "tiny" / "student.yaml"
 TIMES = FewStepSchedule().times
@@ -206,3 +213,45 @@ def test_teacher_forcing_noises_every_block_with_clean_context(setup, tmp_path):
 def test_pixel_weighting_needs_patch_latents(setup, tmp_path):
     with pytest.raises(ValueError, match="patch tokenizer"):
         build(tmp_path, setup, *data_forced_args(setup, "loss_weighting=pixel"))
+
+
+def test_rollout_context_reaches_the_sequential_one_step_rollout(setup, tmp_path):
+    """`hybrid.rollout_depth`: after as many Jacobi passes as generated blocks, the context is
+    the engine's one-step rollout from the same noise: each generated block is the
+    x0-prediction at t = 1 with the memorized and earlier generated blocks in the cache; the
+    memorized prefix stays real."""
+    extra = ("hybrid.teacher_forcing=true", "hybrid.rollout_depth=2")
+    stage = build(tmp_path, setup, *data_forced_args(setup, *extra))
+    clip = next(stage.batches(0))
+    real, b, frames = clip.latents, *clip.latents.shape[:2]
+    text = encode_text(stage.text, clip.caption, torch.device("cpu"))
+    torch.manual_seed(5)
+    context = stage.rollout_context(real, text, clip)
+    torch.manual_seed(5)  # the same draws: the prefix, then the noise
+    memorized = stage.memorized_prefix(b, frames)  # (B, T) bool, whole blocks of 2
+    noise = torch.randn_like(real)
+    model, policy = stage.student, get_policy("full")
+    for i in range(b):
+        p = int(memorized[i].sum())
+        assert p in (2,) and torch.equal(context[i, :p], real[i, :p])
+        cache = model.new_cache()
+        row = slice(i, i + 1)
+
+        def inputs(start: int, end: int, row=row) -> BlockInputs:
+            video = video_frame_range(start, end)
+            return BlockInputs(
+                text[row],
+                actions=clip.actions[row, video],
+                poses=(clip.R[row, video], clip.P[row, video]),
+            )
+
+        with torch.no_grad():
+            write_denoised(model, cache, policy, real[row, :p], inputs(0, p), 0)
+            for start in range(p, frames, 2):  # generated blocks, sequentially
+                x = noise[row, start : start + 2]
+                x0 = denoise_step(model, x, TIMES[0], cache, inputs(start, start + 2), start)
+                torch.testing.assert_close(
+                    context[row, start : start + 2], x0, atol=1e-4, rtol=1e-4
+                )
+                write_denoised(model, cache, policy, x0, inputs(start, start + 2), start)
+    assert not torch.allclose(context[:, 2:], real[:, 2:])

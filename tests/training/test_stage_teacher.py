@@ -15,11 +15,13 @@ from test_encode import make_latents
 
 from reverie.models import WanDiT, get_preset, save_checkpoint
 from reverie.text import EMPTY_PROMPT
+from reverie.training import common as common_module
 from reverie.training import load_experiment, read_metrics, train
+from reverie.training.common import load_teacher
 from reverie.training.distributed import DistContext
 from reverie.training.seeding import seed_everything
 from reverie.training.stages import teacher as teacher_module
-from reverie.training.stages.teacher import TeacherStage, load_teacher
+from reverie.training.stages.teacher import TeacherStage
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "tiny"
 TEXT_DIM = 32
@@ -50,9 +52,9 @@ class FakeTextEncoder:
 
 @contextlib.contextmanager
 def fake_text_encoder():
-    """Every stage builds its text encoder through ``teacher.get_text_encoder``."""
+    """Every stage builds its text encoder through ``common.get_text_encoder``."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(teacher_module, "get_text_encoder", lambda name, **kw: FakeTextEncoder())
+        mp.setattr(common_module, "get_text_encoder", lambda name, **kw: FakeTextEncoder())
         yield
 
 

@@ -1,4 +1,4 @@
-"""Flow matching for the world model: Wan2.1's shifted schedule, samplers, streaming loop.
+"""Flow matching for the world model: Wan2.1's shifted schedule, samplers, the block rollout.
 
 Public API:
 - schedule: `shift_time`/`unshift_time`, `noisy_sample`, `velocity_target`,
@@ -8,10 +8,22 @@ Public API:
   `per_block_time`;
 - samplers: `VelocityFn`, `classifier_free_guidance`, `euler_sample`, `few_step_sample`,
   `fresh_noise`;
-- streaming (Self Forcing inference): `stream_blocks`, `generate_blocks`, `split_per_block`,
-  `video_frame_range`.
+- rollout (the one block loop of inference and training, Self Forcing): `rollout`,
+  `rollout_block`, `denoise_step`, `write_denoised`, `BlockInputs`, `BlockOutput`,
+  `block_spans`, `split_per_block`, `video_frame_range`.
 """
 
+from reverie.diffusion.rollout import (
+    BlockInputs,
+    BlockOutput,
+    block_spans,
+    denoise_step,
+    rollout,
+    rollout_block,
+    split_per_block,
+    video_frame_range,
+    write_denoised,
+)
 from reverie.diffusion.samplers import (
     VelocityFn,
     classifier_free_guidance,
@@ -32,12 +44,6 @@ from reverie.diffusion.schedule import (
     velocity_target,
     x0_from_velocity,
 )
-from reverie.diffusion.streaming import (
-    generate_blocks,
-    split_per_block,
-    stream_blocks,
-    video_frame_range,
-)
 from reverie.diffusion.time_sampling import (
     TimeDistribution,
     TimeSamplingConfig,
@@ -46,28 +52,33 @@ from reverie.diffusion.time_sampling import (
 )
 
 __all__ = [
+    "BlockInputs",
+    "BlockOutput",
     "DEFAULT_SHIFT",
     "FewStepSchedule",
     "TimeDistribution",
     "TimeSamplingConfig",
     "VelocityFn",
+    "block_spans",
     "classifier_free_guidance",
     "euler_sample",
     "expand_time",
+    "denoise_step",
     "few_step_sample",
     "fresh_noise",
-    "generate_blocks",
     "noise_from_velocity",
     "noisy_sample",
     "per_block_time",
+    "rollout",
+    "rollout_block",
     "sample_training_time",
     "sampling_times",
     "shift_time",
     "split_per_block",
-    "stream_blocks",
     "unshift_time",
     "velocity_from_x0",
     "velocity_target",
     "video_frame_range",
+    "write_denoised",
     "x0_from_velocity",
 ]

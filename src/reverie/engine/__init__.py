@@ -10,7 +10,8 @@ Usage:
 
 from reverie.engine.config import WorldModelConfig
 from reverie.engine.images import load_image
-from reverie.engine.world_model import DEFAULT_MODEL_DIR, Session, WorldModel, resolve_model_dir
+from reverie.engine.session import Session
+from reverie.engine.world_model import DEFAULT_MODEL_DIR, WorldModel, resolve_model_dir
 
 __all__ = [
     "DEFAULT_MODEL_DIR",

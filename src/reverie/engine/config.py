@@ -8,6 +8,9 @@ A packaged model is a directory (`WorldModel.save_pretrained`):
                             statistics of the training data folded into its config
     memory_model/           optional: MAG's memory model (a `WanDiT` checkpoint)
     retrieval/              optional: LongLive-RAG's frame embedder (safetensors + config)
+
+The optional directories are the learned components memory policies declare
+(`reverie.memory.Component`: its `directory`, loader and saver).
 """
 
 from __future__ import annotations

@@ -1,16 +1,13 @@
-"""`WorldModel`: a packaged interactive world model, and `Session`: one live stream of it.
+"""`WorldModel`: a packaged interactive world model (its streams: `reverie.engine.session`).
 
     model = WorldModel.from_pretrained()              # the shipped default (tiny, 64x64)
     session = model.start(image, "a room", memory="relic")
     frames = session.step({"dolly_in", "pan_left"})  # (4, 64, 64, 3) uint8 per step
 
-One `Session.step` is one block of the block-causal student (RELIC §4.2, Self Forcing
-arXiv 2506.08009 Algorithm 2): `len(timesteps)` denoising passes that read the KV cache, one
-cache-write pass on the clean block through the memory policy (`reverie.memory.write_block`:
-MAG's memory model and empty text where the policy says so, then `after_write`), and a
-streaming VAE decode of the block's latent frames into `4 * frames_per_block` video frames.
-The session owns the cache, the policy, the RNG and all positions; poses are integrated from
-the actions (RELIC §4.1.2) with translation scaled by `gamma * metres_per_unit`.
+A packaged model is a directory (`save_pretrained`, `reverie.engine.config`): the generator in
+`dit/`, the tokenizer in `vae/`, and one sub-directory per learned memory component (MAG's
+memory model, the retrieval embedder), written and read by the `Component` its policy declares
+(`reverie.memory.declared_components`), so this file names no policy.
 """
 
 from __future__ import annotations
@@ -21,40 +18,28 @@ import json
 import logging
 import shutil
 import threading
-import time
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file
+from torch import nn
 
-from reverie.camera.actions import (
-    ACTION_NAMES,
-    NUM_ACTIONS,
-    STATIC_INDEX,
-    actions_to_poses,
-    names_to_action,
-)
-from reverie.config_utils import from_dict, to_dict
 from reverie.diffusion.schedule import FewStepSchedule
-from reverie.diffusion.streaming import stream_blocks
 from reverie.engine.config import CONFIG_NAME, WorldModelConfig
-from reverie.engine.images import load_image, video_to_uint8
-from reverie.io import atomic_write_json, check_safetensors, make_temp_dir, save_safetensors
+from reverie.engine.images import load_image
+from reverie.engine.session import Session
+from reverie.io import atomic_write_json, check_safetensors, make_temp_dir
 from reverie.memory import (
     MemoryPolicy,
-    RetrievalEmbedder,
-    RetrievalEmbedderConfig,
+    declared_components,
     get_policy,
+    policy_components,
     policy_names,
-    write_block,
 )
-from reverie.models import KVCache, WanDiT
+from reverie.models import WanDiT
 from reverie.models.checkpoints import load_checkpoint, save_checkpoint
 from reverie.text import TextEncoder, get_text_encoder
 from reverie.tokenizer import PatchTokenizer, VideoVAE, load_vae, save_vae
@@ -62,8 +47,7 @@ from reverie.tokenizer import PatchTokenizer, VideoVAE, load_vae, save_vae
 logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "assets" / "default"
-DIT_DIR, VAE_DIR, MEMORY_DIR, RETRIEVAL_DIR = "dit", "vae", "memory_model", "retrieval"
-RETRIEVAL_WEIGHTS, RETRIEVAL_CONFIG = "embedder.safetensors", "embedder_config.json"
+DIT_DIR, VAE_DIR = "dit", "vae"
 GAMMA_RANGE = (0.05, 4.0)  # velocity multipliers offered to users (RELIC §5.2); play's slider
 PROMPT_CACHE_SIZE = 32  # text states kept per model (least recently used dropped)
 MAX_PROMPT_CHARS = 4000  # scene captions reach ~1100 characters; MiniLM truncates anyway
@@ -115,15 +99,18 @@ def resolve_model_dir(path: str | Path | None) -> Path:
 
 class WorldModel:
     """The generator (block-causal few-step `WanDiT`), tokenizer, text encoder and the optional
-    memory components (MAG memory model, LongLive-RAG embedder) of one world model.
+    learned memory components (MAG memory model, LongLive-RAG embedder) of one world model.
 
     Attributes:
         config: `WorldModelConfig`.
         dit: the student, block-causal, eval mode, no grad.
         vae: the tokenizer, `VideoVAE` or `PatchTokenizer` (latent normalisation folded into
             its config).
-        memory_model: MAG's memory model (same backbone shape as `dit`) or None.
-        retrieval_embedder: LongLive-RAG's trained `RetrievalEmbedder` or None (pooled latents).
+        components: learned memory components by name (`reverie.memory.declared_components`),
+            eval mode, no grad: e.g. `memory_model` (MAG's, same backbone shape as `dit`) and
+            `retrieval_embedder` (LongLive-RAG's `RetrievalEmbedder`). A policy whose
+            component is absent runs without it (MAG writes with the generator, retrieval
+            embeds pooled latents).
         source: where it was loaded from (a directory, or "random").
     """
 
@@ -133,11 +120,17 @@ class WorldModel:
         dit: WanDiT,
         vae: VideoVAE | PatchTokenizer,
         *,
-        memory_model: WanDiT | None = None,
-        retrieval_embedder: RetrievalEmbedder | None = None,
+        components: Mapping[str, nn.Module] | None = None,
         text_encoder: TextEncoder | None = None,
         source: str = "memory",
     ) -> None:
+        components = dict(components or {})
+        unknown = sorted(set(components) - set(declared_components()))
+        if unknown:
+            raise ValueError(
+                f"no memory policy declares the component(s) {unknown}; known: "
+                f"{sorted(declared_components())}"
+            )
         if dit.config.in_channels != vae.latent_channels:
             raise ValueError(
                 f"DiT takes {dit.config.in_channels} latent channels, VAE gives "
@@ -158,12 +151,7 @@ class WorldModel:
         self.config = config
         self.dit = dit.eval().requires_grad_(False)
         self.vae = vae.eval().requires_grad_(False)
-        self.memory_model = (
-            None if memory_model is None else memory_model.eval().requires_grad_(False)
-        )
-        self.retrieval_embedder = (
-            None if retrieval_embedder is None else retrieval_embedder.eval().requires_grad_(False)
-        )
+        self.components = {k: m.eval().requires_grad_(False) for k, m in components.items()}
         self._text_encoder = text_encoder
         self.vae_bf16 = True  # bf16 autocast of the VAE on CPU (see `vae_autocast`)
         self._prompt_cache: OrderedDict[str, torch.Tensor] = OrderedDict()  # LRU
@@ -214,8 +202,8 @@ class WorldModel:
 
     @property
     def memory_policies(self) -> tuple[str, ...]:
-        """Policy names this model can run (all registered; `mag` writes with the memory
-        model when there is one, else with the generator)."""
+        """Policy names this model can run (all registered; a policy whose declared component
+        this model lacks runs without it, e.g. `mag` writes with the generator)."""
         return tuple(policy_names())
 
     @property
@@ -270,8 +258,10 @@ class WorldModel:
     def make_policy(self, name: str, **options: Any) -> MemoryPolicy:
         """A fresh memory policy by name, with this model's components and defaults.
 
-        `mag` gets the memory model as its writer and `retrieval` the trained embedder (when
-        packaged); `config.memory[name]` then `options` override the policy's config fields.
+        Each component the policy declares (`policy_components`) that this model holds is
+        passed as its keyword (MAG's memory model as `writer`, the trained embedder as
+        `embed`); `config.memory[name]` then `options` override the policy's config fields
+        (and `options` may replace a component).
 
         Raises:
             ValueError: unknown policy name (lists the known ones) or a bad option.
@@ -279,10 +269,9 @@ class WorldModel:
         if name not in policy_names():
             raise ValueError(f"unknown memory policy {name!r}; known: {', '.join(policy_names())}")
         kwargs = {**self.config.memory.get(name, {}), **options}
-        if name == "mag":
-            kwargs.setdefault("writer", self.memory_model)
-        if name == "retrieval" and self.retrieval_embedder is not None:
-            kwargs.setdefault("embed", self.retrieval_embedder)
+        for key, component in policy_components(name).items():
+            if key in self.components:
+                kwargs.setdefault(component.keyword, self.components[key])
         try:
             return get_policy(name, **kwargs)
         except TypeError as e:
@@ -321,21 +310,13 @@ class WorldModel:
         kw = {"device": device, "dtype": torch.float32}
         dit = _load_part(directory / DIT_DIR, load_checkpoint, **kw)
         vae = _load_part(directory / VAE_DIR, load_vae, **kw)
-        memory_model = None
-        if (directory / MEMORY_DIR).is_dir():
-            memory_model = _load_part(directory / MEMORY_DIR, load_checkpoint, **kw)
-        embedder = None
-        if (directory / RETRIEVAL_DIR).is_dir():
-            embedder = _load_part(directory / RETRIEVAL_DIR, load_retrieval_dir, device=device)
+        components = {
+            key: _load_part(directory / component.directory, component.load, device=device)
+            for key, component in declared_components().items()
+            if (directory / component.directory).is_dir()
+        }
         try:
-            return cls(
-                config,
-                dit,
-                vae,
-                memory_model=memory_model,
-                retrieval_embedder=embedder,
-                source=str(directory),
-            )
+            return cls(config, dit, vae, components=components, source=str(directory))
         except ValueError as e:
             raise ValueError(f"{directory / CONFIG_NAME} does not match its weights: {e}") from e
 
@@ -390,15 +371,10 @@ class WorldModel:
         try:
             save_checkpoint(_cast_copy(self.dit, dtype), tmp / DIT_DIR)
             save_vae(_cast_copy(self.vae, self.vae.storage_dtype or dtype), tmp / VAE_DIR)
-            if self.memory_model is not None:
-                save_checkpoint(_cast_copy(self.memory_model, dtype), tmp / MEMORY_DIR)
-            if self.retrieval_embedder is not None:
-                (tmp / RETRIEVAL_DIR).mkdir()
-                embedder = _cast_copy(self.retrieval_embedder, dtype)
-                save_safetensors(tmp / RETRIEVAL_DIR / RETRIEVAL_WEIGHTS, embedder.state_dict())
-                atomic_write_json(
-                    tmp / RETRIEVAL_DIR / RETRIEVAL_CONFIG, to_dict(self.retrieval_embedder.config)
-                )
+            declared = declared_components()
+            for key, module in self.components.items():
+                component = declared[key]
+                component.save(_cast_copy(module, dtype), tmp / component.directory)
             atomic_write_json(tmp / CONFIG_NAME, self.config.to_dict())
             if directory.exists():
                 old = directory.with_name(f".{directory.name}.old")
@@ -482,343 +458,6 @@ def _load_part(directory: Path, load, **kwargs):
         ) from e
 
 
-def load_retrieval_dir(directory: Path, device: str | torch.device) -> RetrievalEmbedder:
-    """The embedder saved by `save_pretrained` (float32, eval, no grad)."""
-    for name in (RETRIEVAL_WEIGHTS, RETRIEVAL_CONFIG):
-        if not (directory / name).is_file():
-            raise FileNotFoundError(f"{directory / name} is missing")
-    config = from_dict(
-        RetrievalEmbedderConfig, json.loads((directory / RETRIEVAL_CONFIG).read_text())
-    )
-    embedder = RetrievalEmbedder(config)
-    embedder.load_state_dict(load_file(str(directory / RETRIEVAL_WEIGHTS)))
-    return embedder.float().to(device)
-
-
 def _cast_copy(module: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
     """A copy of `module` in `dtype` (the original keeps its dtype)."""
     return copy.deepcopy(module).to(dtype)
-
-
-class Session:
-    """One live stream: KV cache + memory policy + streaming VAE decoder + camera state.
-
-    Create with `WorldModel.start`. Not thread-safe: drive one session from one thread.
-
-    Attributes:
-        model: the `WorldModel`.
-        policy: the memory policy instance (one per session).
-        cache: the generator's `KVCache`.
-        prompt: the text description.
-        gamma: velocity multiplier (RELIC §5.2).
-        first_frame: `(res, res, 3)` uint8, the start image as the VAE reconstructs it.
-        image_note: what was done to the start image to fit the model, or None.
-    """
-
-    def __init__(
-        self,
-        model: WorldModel,
-        frame: np.ndarray,
-        prompt: str,
-        policy: MemoryPolicy,
-        *,
-        gamma: float,
-        seed: int,
-        image_note: str | None = None,
-    ) -> None:
-        if not (np.isfinite(gamma) and gamma > 0):
-            raise ValueError(f"gamma must be finite and > 0, got {gamma}")
-        self.model, self.policy, self.prompt = model, policy, prompt
-        self.gamma, self.image_note = float(gamma), image_note
-        self.context = model.encode_prompt(prompt)
-        self.empty_context = model.encode_prompt("") if policy.write_spec.empty_text else None
-        self.cache: KVCache = model.dit.new_cache()
-        self.generator = torch.Generator(device=model.device).manual_seed(seed)
-        self._decoder = model.vae.start_decoding()
-        self._encoder = model.vae.start_encoding()
-        self._actions: list[np.ndarray] = []  # (13,) per video frame
-        self._R: list[np.ndarray] = []  # (3, 3) per video frame, relative to frame 0
-        self._P: list[np.ndarray] = []  # (3,) metres per video frame
-        self.latent_frames = 0
-        self.timings = {"denoise_s": 0.0, "decode_s": 0.0, "encode_s": 0.0}
-        self.generated_frames = 0
-        self.last_step_latency_s: float | None = None
-        self.closed = False
-        policy.reset()
-        self.first_frame = self._observe_first(frame)
-
-    # ------------------------------------------------------------------ camera state
-    @property
-    def frames(self) -> int:
-        """Video frames so far (start frame included)."""
-        return len(self._actions)
-
-    @property
-    def poses(self) -> tuple[np.ndarray, np.ndarray]:
-        """Commanded poses of every frame so far, relative to the first frame:
-        `R (T, 3, 3)` world-to-camera, `P (T, 3)` camera centres in metres (float64)."""
-        return np.stack(self._R), np.stack(self._P)
-
-    @property
-    def actions(self) -> np.ndarray:
-        """Actions of every frame so far `(T, 13)` float32 (frame 0: static)."""
-        return np.stack(self._actions)
-
-    @property
-    def metres_per_unit(self) -> float:
-        """Metres per frame of a unit translation action at this session's gamma."""
-        return self.gamma * self.model.config.metres_per_unit
-
-    def parse_actions(self, actions: Any) -> np.ndarray:
-        """Actions of one step as `(frames_per_step, 13)` float32.
-
-        Accepts a `(13,)` vector (held for the whole step), `(frames_per_step, 13)`, or an
-        iterable of action names (`reverie.camera.ACTION_NAMES`; empty = static).
-
-        Raises:
-            ValueError: unknown or opposing names, wrong shape, NaN/inf or negative entries.
-        """
-        count = self.model.frames_per_step
-        if isinstance(actions, str):
-            actions = [actions]
-        if isinstance(actions, (set, frozenset, list, tuple)) and all(
-            isinstance(a, str) for a in actions
-        ):
-            actions = names_to_action(actions)
-        a = np.asarray(actions, dtype=np.float32)
-        if a.shape == (NUM_ACTIONS,):
-            a = np.tile(a, (count, 1))
-        if a.shape != (count, NUM_ACTIONS):
-            raise ValueError(
-                f"actions must be ({NUM_ACTIONS},), ({count}, {NUM_ACTIONS}) or action names "
-                f"({', '.join(ACTION_NAMES)}), got shape {a.shape}"
-            )
-        if not np.isfinite(a).all():
-            raise ValueError("actions contain NaN or inf")
-        if (a < 0).any():
-            raise ValueError("action magnitudes must be >= 0 (use the opposite action name)")
-        return a
-
-    def _integrate(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Poses of the frames moved by `actions (F, 13)`, continuing from the last frame."""
-        dummy = np.zeros((1, NUM_ACTIONS), dtype=np.float32)
-        R, P = actions_to_poses(
-            np.concatenate([dummy, actions]), self.metres_per_unit, self._R[-1], self._P[-1]
-        )
-        return R[1:], P[1:]
-
-    def _conditioning(self, actions: np.ndarray, R: np.ndarray, P: np.ndarray):
-        device, dtype = self.model.device, next(self.model.dit.parameters()).dtype
-        a = torch.from_numpy(actions).to(device, dtype)[None]  # (1, F, 13)
-        pose = (
-            torch.from_numpy(R).to(device, dtype)[None],  # (1, F, 3, 3)
-            torch.from_numpy(P).to(device, dtype)[None],  # (1, F, 3)
-        )
-        return a, pose
-
-    def _record(self, actions: np.ndarray, R: np.ndarray, P: np.ndarray) -> None:
-        self._actions.extend(actions)
-        self._R.extend(R)
-        self._P.extend(P)
-
-    # ------------------------------------------------------------------ streaming
-    def _to_video(self, frames: np.ndarray) -> torch.Tensor:
-        """uint8 `(T, H, W, 3)` -> `(1, T, 3, H, W)` in [-1, 1] on the model's device."""
-        video = torch.from_numpy(np.ascontiguousarray(frames)).to(self.model.device)
-        video = video.permute(0, 3, 1, 2).float().div(127.5).sub(1.0)[None]
-        return video.to(self.model.vae.dtype)
-
-    def _decode(self, latents: torch.Tensor) -> np.ndarray:
-        tic = time.perf_counter()
-        with self.model.vae_autocast():
-            video = self._decoder.step(latents)
-        frames = video_to_uint8(video[0])
-        self.timings["decode_s"] += time.perf_counter() - tic
-        return frames
-
-    @torch.inference_mode()
-    def _observe_first(self, frame: np.ndarray) -> np.ndarray:
-        tic = time.perf_counter()
-        with self.model.vae_autocast():
-            latents = self._encoder.step(self._to_video(frame[None]))  # (1, 1, C, h, w)
-        latents = latents.float()
-        self.timings["encode_s"] += time.perf_counter() - tic
-        static = np.zeros((1, NUM_ACTIONS), dtype=np.float32)
-        static[0, STATIC_INDEX] = 1.0
-        R, P = np.eye(3)[None], np.zeros((1, 3))
-        self._record(static, R, P)
-        self._write(latents, static, R, P)
-        return self._decode(latents)[0]
-
-    def _write(self, latents: torch.Tensor, actions, R, P) -> None:
-        a, pose = self._conditioning(actions, R, P)
-        tic = time.perf_counter()
-        write_block(
-            self.policy,
-            self.cache,
-            self.model.dit,
-            latents.to(next(self.model.dit.parameters()).dtype),
-            self.context,
-            empty_context=self.empty_context,
-            actions=a,
-            poses=pose,
-            context_time=self.model.config.context_noise,
-            frame_offset=self.latent_frames,
-        )
-        self.timings["denoise_s"] += time.perf_counter() - tic
-        self.latent_frames += latents.shape[1]
-
-    def _check_open(self) -> None:
-        if self.closed:
-            raise RuntimeError("this session is closed; start a new one")
-
-    @torch.inference_mode()
-    def step(self, actions: Any) -> np.ndarray:
-        """Generate the next block: `frames_per_step` video frames moved by `actions`.
-
-        Args:
-            actions: see `parse_actions` (a held `(13,)` vector, one row per frame, or names).
-
-        Returns:
-            `(frames_per_step, res, res, 3)` uint8 RGB frames.
-
-        Raises:
-            ValueError: bad actions (the session is unchanged). RuntimeError: closed session.
-        """
-        start = time.perf_counter()
-        frames = self._finish(self._generate(actions))
-        self.last_step_latency_s = time.perf_counter() - start
-        return frames
-
-    def stream(self, steps: Iterable[Any]) -> Iterator[np.ndarray]:
-        """`step` for each item of `steps`, pipelined over two threads: block k is decoded
-        on a worker thread while block k + 1 is denoised, so on 2 cores a step costs about
-        max(denoise, decode) instead of their sum. Yields the same frames as `step` would.
-
-        Raises:
-            as `step`; an error in one item stops the stream after the frames before it.
-        """
-        with ThreadPoolExecutor(1, thread_name_prefix="reverie-decode") as pool:
-            pending: Future | None = None
-            for actions in steps:
-                with torch.inference_mode():
-                    block = self._generate(actions)
-                if pending is not None:
-                    yield pending.result()
-                pending = pool.submit(self._finish_in_worker, block)
-            if pending is not None:
-                yield pending.result()
-
-    def _generate(self, actions: Any) -> torch.Tensor:
-        """Denoise and write one block (main thread); returns its clean latents."""
-        self._check_open()
-        a = self.parse_actions(actions)
-        R, P = self._integrate(a)
-        cond_a, cond_pose = self._conditioning(a, R, P)
-        start = time.perf_counter()
-        (block,) = stream_blocks(
-            self.model.dit,
-            self.cache,
-            self.context,
-            num_blocks=1,
-            latent_size=self.model.latent_size,
-            schedule=self.model.schedule,
-            generator=self.generator,
-            actions=[cond_a],
-            poses=[cond_pose],
-            start_frame=self.latent_frames,
-            context_noise=self.model.config.context_noise,
-            policy=self.policy,
-            empty_context=self.empty_context,
-        )
-        self.timings["denoise_s"] += time.perf_counter() - start
-        self.latent_frames += block.shape[1]
-        self._record(a, R, P)
-        return block
-
-    def _finish(self, block: torch.Tensor) -> np.ndarray:
-        """Decode a generated block into frames and count them."""
-        frames = self._decode(block)
-        self.generated_frames += len(frames)
-        return frames
-
-    def _finish_in_worker(self, block: torch.Tensor) -> np.ndarray:
-        with torch.inference_mode():
-            return self._finish(block)
-
-    @torch.inference_mode()
-    def observe(self, frames: np.ndarray, actions: Any) -> np.ndarray:
-        """Write real frames into memory as context, without generating ("memorize").
-
-        The frames continue the stream after the current frame; they are VAE-encoded (the
-        encoder's causal state runs across calls), written block by block through the memory
-        policy, and decoded so the decoder's causal state stays in step.
-
-        Args:
-            frames: `(k * frames_per_step, res, res, 3)` uint8 RGB.
-            actions: `(k * frames_per_step, 13)` float32, the motion into each frame.
-
-        Returns:
-            the VAE reconstructions `(k * frames_per_step, res, res, 3)` uint8.
-
-        Raises:
-            ValueError: shapes that do not match or are not whole steps, NaN actions.
-        """
-        self._check_open()
-        frames = np.asarray(frames)
-        step = self.model.frames_per_step
-        res = self.resolution
-        if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[1:] != (res, res, 3):
-            raise ValueError(f"frames must be (T, {res}, {res}, 3) uint8, got {frames.shape}")
-        if len(frames) == 0 or len(frames) % step:
-            raise ValueError(
-                f"observe takes a positive multiple of {step} frames, got {len(frames)}"
-            )
-        actions = np.asarray(actions, dtype=np.float32)
-        if actions.shape != (len(frames), NUM_ACTIONS):
-            raise ValueError(f"actions must be ({len(frames)}, 13), got {actions.shape}")
-        rows = [self.parse_actions(actions[i : i + step]) for i in range(0, len(frames), step)]
-        tic = time.perf_counter()
-        with self.model.vae_autocast():
-            latents = self._encoder.step(self._to_video(frames))  # (1, k fpb, C, h, w)
-        latents = latents.float()
-        self.timings["encode_s"] += time.perf_counter() - tic
-        out = []
-        fpb = self.model.frames_per_block
-        for b, a in enumerate(rows):
-            R, P = self._integrate(a)
-            self._write(latents[:, b * fpb : (b + 1) * fpb], a, R, P)
-            self._record(a, R, P)
-            out.append(self._decode(latents[:, b * fpb : (b + 1) * fpb]))
-        return np.concatenate(out)
-
-    @property
-    def resolution(self) -> int:
-        return self.model.resolution
-
-    def stats(self) -> dict[str, Any]:
-        """Counters of this session: frames, latent frames, cache tokens/bytes (everything the
-        policy holds), memory policy, last step latency and the time spent per stage."""
-        return {
-            "frames": self.frames,
-            "generated_frames": self.generated_frames,
-            "latent_frames": self.latent_frames,
-            "cache_frames": self.cache.num_frames,
-            "cache_tokens": int(self.policy.num_tokens(self.cache)),
-            "cache_bytes": int(self.policy.nbytes(self.cache)),
-            "memory_policy": self.policy.name,
-            "step_latency_s": self.last_step_latency_s,
-            **{k: round(v, 6) for k, v in self.timings.items()},
-        }
-
-    def close(self) -> None:
-        """Free the cache and the policy's side state; further steps raise RuntimeError."""
-        self.cache.reset()
-        self.policy.reset()
-        self.closed = True
-
-    def __enter__(self) -> Session:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

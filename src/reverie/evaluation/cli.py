@@ -18,10 +18,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from reverie.evaluation.policies import default_policies
 from reverie.io import atomic_write_json, check_writable
 
-POLICY_HELP = "comma-separated memory policies (full, window, relic, mag, retrieval)"
 NO_OUTPUT = "no output was written"  # Ctrl-C: the JSON is written (atomically) at the end
+
+
+def _policy_help() -> str:
+    return f"comma-separated memory policies ({', '.join(default_policies())})"
 
 
 def _policies(text: str) -> tuple[str, ...]:
@@ -122,7 +126,7 @@ def _add_revisit(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--scenes", type=int, default=8, help="held-out scenes (default 8)")
     p.add_argument("--seconds", type=float, default=20.0, help="camera path length (default 20)")
     p.add_argument(
-        "--policies", type=_policies, default="full,window,relic,mag,retrieval", help=POLICY_HELP
+        "--policies", type=_policies, default=",".join(default_policies()), help=_policy_help()
     )
     p.add_argument("--min-gap", type=float, default=3.0, help="min seconds before a revisit")
     p.add_argument("--max-attempts", type=int, default=50, help="trajectory seeds per scene")
@@ -164,7 +168,7 @@ def _add_actions(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--probe", required=True, help="pose probe dir (reverie eval train-probe)")
     p.add_argument("--scenes", type=int, default=8, help="held-out scenes (default 8)")
     p.add_argument("--seconds", type=float, default=10.0, help="path length (default 10)")
-    p.add_argument("--policies", type=_policies, default="relic", help=POLICY_HELP)
+    p.add_argument("--policies", type=_policies, default="relic", help=_policy_help())
     p.add_argument("--prompt", choices=("caption", "empty"), default="caption")
     p.add_argument("--training-manifest", default=None, help="as for `eval revisit`")
     p.set_defaults(func=_actions, on_interrupt=NO_OUTPUT)
@@ -248,7 +252,7 @@ def _add_speed(sub: argparse._SubParsersAction) -> None:
     _add_model_args(p)
     p.add_argument("--minutes", type=float, default=1.0, help="video per policy (default 1)")
     p.add_argument(
-        "--policies", type=_policies, default="full,window,relic,mag,retrieval", help=POLICY_HELP
+        "--policies", type=_policies, default=",".join(default_policies()), help=_policy_help()
     )
     p.add_argument("--warmup-steps", type=int, default=3, help="untimed first steps")
     p.set_defaults(func=_speed, on_interrupt=NO_OUTPUT)

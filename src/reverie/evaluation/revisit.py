@@ -47,15 +47,14 @@ truth revisit frame vs its history match: how different the two viewpoints are, 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
 from reverie.evaluation.heldout import GroundTruthEpisode, gamma_for
 from reverie.evaluation.metrics import finite_mean, frame_psnr, frame_ssim, psnr_matrix
+from reverie.evaluation.policies import default_policies
 from reverie.evaluation.revisit_episode import RevisitEpisode, build_episode
-
-DEFAULT_POLICIES: tuple[str, ...] = ("full", "window", "relic", "mag", "retrieval")
 
 
 @dataclass(frozen=True)
@@ -65,7 +64,8 @@ class RevisitConfig:
     Attributes:
         scenes: number of held-out scenes (indices ``0..scenes-1``).
         seconds: length of the sampled camera path, seconds (the event must fit in it).
-        policies: memory policies to compare (names of ``WorldModel.memory_policies``).
+        policies: memory policies to compare (names of ``WorldModel.memory_policies``;
+            default: every registered one).
         family: trajectory family (``revisit``: deliberate returns, RELIC §3).
         min_gap_s: smallest time between a first visit and its revisit, seconds.
         min_revisit_frames: shortest revisit run accepted as the event, frames.
@@ -77,7 +77,7 @@ class RevisitConfig:
 
     scenes: int = 8
     seconds: float = 20.0
-    policies: tuple[str, ...] = DEFAULT_POLICIES
+    policies: tuple[str, ...] = field(default_factory=default_policies)
     family: str = "revisit"
     min_gap_s: float = 3.0
     min_revisit_frames: int = 8

@@ -20,16 +20,12 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from reverie.evaluation.heldout import (
-    gamma_for,
-    heldout_trajectory_seed,
-    render_heldout,
-    sample_heldout_path,
-)
+from reverie.evaluation.heldout import gamma_for, sample_heldout_path
+from reverie.evaluation.policies import default_policies
 
 PATH_SECONDS = 30.0
 """Length of the camera path whose actions drive the stream (looped), seconds."""
@@ -41,14 +37,14 @@ class SpeedConfig:
 
     Attributes:
         minutes: video length streamed per policy, minutes.
-        policies: memory policies to time.
+        policies: memory policies to time (default: every registered one).
         warmup_steps: first steps left out of the latency statistics.
         sample_every_s: cache-size sampling interval, seconds of video.
         seed: generation seed.
     """
 
     minutes: float = 1.0
-    policies: tuple[str, ...] = ("full", "window", "relic", "mag", "retrieval")
+    policies: tuple[str, ...] = field(default_factory=default_policies)
     warmup_steps: int = 3
     sample_every_s: float = 1.0
     seed: int = 0
@@ -126,6 +122,10 @@ def run_speed(model, cfg: SpeedConfig, *, progress: bool = True) -> dict:
     import torch
     from tqdm import tqdm
 
+    from reverie.camera import poses_to_actions
+    from reverie.worlds.caption import scene_caption
+    from reverie.worlds.render import render_start_frame
+
     unknown = [p for p in cfg.policies if p not in model.memory_policies]
     if unknown:
         raise ValueError(
@@ -134,17 +134,8 @@ def run_speed(model, cfg: SpeedConfig, *, progress: bool = True) -> dict:
     fs = model.frames_per_step
     steps = max(1, math.ceil(cfg.minutes * 60 * model.fps / fs))
     spec, traj = sample_heldout_path(0, "mixed", PATH_SECONDS, model.fps)
-    gt = render_heldout(
-        0,
-        spec,
-        traj.R[:1],
-        traj.P[:1],
-        trajectory_seed=heldout_trajectory_seed(0),
-        resolution=model.resolution,
-        fps=model.fps,
-    )
-    from reverie.camera import poses_to_actions
-
+    image = render_start_frame(spec, traj.R, traj.P, model.resolution)  # (res, res, 3) uint8
+    caption = scene_caption(spec)
     actions, scale = poses_to_actions(traj.R, traj.P)
     result: dict = {
         "benchmark": "speed",
@@ -155,7 +146,7 @@ def run_speed(model, cfg: SpeedConfig, *, progress: bool = True) -> dict:
     }
     for policy in tqdm(cfg.policies, desc="speed", disable=not progress):
         result["policies"][policy] = stream(
-            model, gt.frames[0], gt.caption, actions, gamma_for(model, scale), policy, steps, cfg
+            model, image, caption, actions, gamma_for(model, scale), policy, steps, cfg
         )
     return result
 

@@ -19,6 +19,11 @@ write pass with the policy's writer and calls `policy.after_write(cache, clean_b
     ...
     write_block(policy, cache, model, x0, text)
     policy.num_tokens(cache), policy.nbytes(cache)
+
+Learned parts (MAG's memory model, the retrieval embedder) are declared by their policy
+(`MagPolicy.components`, a `Component` each) and saved/loaded by functions beside their class
+(`save_memory_model` / `load_memory_model` in `mag.py`, `save_retrieval_embedder` /
+`load_retrieval_embedder` in `embedding.py`); the engine loops over `declared_components()`.
 """
 
 from reverie.memory.cache_ops import FrameTokens, assemble, pool_frame, split_frames
@@ -27,13 +32,18 @@ from reverie.memory.embedding import (
     PooledLatentEmbedding,
     RetrievalEmbedder,
     RetrievalEmbedderConfig,
+    load_retrieval_embedder,
+    save_retrieval_embedder,
 )
 from reverie.memory.full import FullConfig, FullPolicy
-from reverie.memory.mag import MagConfig, MagPolicy
+from reverie.memory.mag import MagConfig, MagPolicy, load_memory_model, save_memory_model
 from reverie.memory.policy import (
+    Component,
     MemoryPolicy,
     WriteSpec,
+    declared_components,
     get_policy,
+    policy_components,
     policy_names,
     register_policy,
 )
@@ -44,6 +54,7 @@ from reverie.memory.writing import write_block
 
 __all__ = [
     "RELIC_SCHEDULE",
+    "Component",
     "EmbeddingFn",
     "FrameTokens",
     "FullConfig",
@@ -63,10 +74,16 @@ __all__ = [
     "WindowPolicy",
     "WriteSpec",
     "assemble",
+    "declared_components",
     "get_policy",
+    "load_memory_model",
+    "load_retrieval_embedder",
+    "policy_components",
     "policy_names",
     "pool_frame",
     "register_policy",
+    "save_memory_model",
+    "save_retrieval_embedder",
     "split_frames",
     "write_block",
 ]

@@ -9,16 +9,28 @@ history frames by cosine similarity to the newest frame's embedding. Two are pro
   global average pool, Linear to 1024, L2 norm). It is trained later (reconstruction + the
   Window Temporal Delta loss `L_Δ = (1/w) Σ_k mean_t max(0, cos(e_{t+k}, e_t) - m)`, w = 3,
   m = 0.85, plus a smoothness term); only the module lives here.
+
+The trained embedder is the `retrieval` policy's learned component: a packaged world model holds
+it in `retrieval/` (`embedder.safetensors` + `embedder_config.json`, `save_retrieval_embedder` /
+`load_retrieval_embedder`); the `retrieval` training stage trains it.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 from torch import nn
+
+from reverie.config_utils import from_dict, to_dict
+from reverie.io import atomic_write_json, save_safetensors
+
+WEIGHTS_NAME, CONFIG_NAME = "embedder.safetensors", "embedder_config.json"
 
 # `(B, C, H, W)` latent frames -> `(B, D)` L2-normalised embeddings.
 EmbeddingFn = Callable[[torch.Tensor], torch.Tensor]
@@ -100,3 +112,32 @@ class RetrievalEmbedder(nn.Module):
         x = self.stages(latents.to(self.proj.weight.dtype))  # (B, C_last, H', W')
         x = x.mean(dim=(-2, -1))  # (B, C_last) global average pool
         return F.normalize(self.proj(x), dim=-1)  # (B, dim)
+
+
+def save_retrieval_embedder(embedder: RetrievalEmbedder, directory: str | Path) -> Path:
+    """Write `directory/embedder.safetensors` (in the embedder's dtype) and
+    `directory/embedder_config.json`; returns the directory."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    save_safetensors(directory / WEIGHTS_NAME, embedder.state_dict())
+    atomic_write_json(directory / CONFIG_NAME, to_dict(embedder.config))
+    return directory
+
+
+def load_retrieval_embedder(
+    directory: str | Path, device: str | torch.device = "cpu"
+) -> RetrievalEmbedder:
+    """The embedder `save_retrieval_embedder` wrote, in float32 on `device`.
+
+    Raises:
+        FileNotFoundError: a missing file. ValueError / RuntimeError: a config or weights that
+            do not fit.
+    """
+    directory = Path(directory)
+    for name in (WEIGHTS_NAME, CONFIG_NAME):
+        if not (directory / name).is_file():
+            raise FileNotFoundError(f"{directory / name} is missing")
+    config = from_dict(RetrievalEmbedderConfig, json.loads((directory / CONFIG_NAME).read_text()))
+    embedder = RetrievalEmbedder(config)
+    embedder.load_state_dict(load_file(str(directory / WEIGHTS_NAME)))
+    return embedder.float().to(device)

@@ -19,18 +19,51 @@ Here:
   after the `sink_frames` first ones are dropped (as a rolling window).
 MAG's randomised RoPE start index (§3.4) is a training-time device; at inference frames keep
 their true indices.
+
+The memory model is the policy's learned component (`MagPolicy.components`): a packaged world
+model holds it in `memory_model/` as a `reverie.models` checkpoint (`save_memory_model` /
+`load_memory_model`); the `mag` training stage trains it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
 
-from reverie.memory.policy import CacheResidentPolicy, WriteSpec, check_new_block, register_policy
+from reverie.memory.policy import (
+    CacheResidentPolicy,
+    Component,
+    WriteSpec,
+    check_new_block,
+    register_policy,
+)
 from reverie.memory.window import sink_and_window_slots
+from reverie.models.checkpoints import load_checkpoint, save_checkpoint
 from reverie.models.kv_cache import KVCache
+from reverie.models.wan_dit import WanDiT
+
+
+def save_memory_model(model: WanDiT, directory: str | Path) -> Path:
+    """Write the memory model to `directory` (a `reverie.models` checkpoint, in its dtype)."""
+    return save_checkpoint(model, directory)
+
+
+def load_memory_model(directory: str | Path, device: str | torch.device = "cpu") -> WanDiT:
+    """The memory model `save_memory_model` wrote, in float32 on `device`.
+
+    Raises:
+        FileNotFoundError: a missing file. CheckpointKeyError / ValueError: weights that do not
+            fit their config.
+    """
+    return load_checkpoint(directory, device=device, dtype=torch.float32)
+
+
+MEMORY_MODEL = Component(
+    keyword="writer", directory="memory_model", load=load_memory_model, save=save_memory_model
+)
 
 
 @dataclass(frozen=True)
@@ -71,10 +104,11 @@ class MagPolicy(CacheResidentPolicy):
     Args:
         config: `MagConfig`.
         writer: the memory model (a `WanDiT` with the generator's layer/head sizes), or None to
-            let the generator write.
+            let the generator write; a packaged world model passes its `memory_model`.
     """
 
     config_class = MagConfig
+    components = {"memory_model": MEMORY_MODEL}
 
     def __init__(self, config: MagConfig | None = None, writer: nn.Module | None = None) -> None:
         super().__init__(MagConfig() if config is None else config)

@@ -16,13 +16,19 @@ arXiv 2506.08009 §3, three nested loops):
 There is deliberately no separate "view" of the cache: every policy leaves the `KVCache` in the
 state the next forward attends to (retrieval inserts its retrieved frames into it), so the
 model's cached path is the same for every policy and no copy is made per denoising pass.
+
+A policy that runs with a learned part (MAG's memory model, LongLive-RAG's embedder) declares
+it in `components` (a `Component`: the constructor keyword, its directory in a packaged world
+model, its loader and saver, which live beside the part's class). The engine loads, saves and
+passes components by looping over these declarations; a cache-only policy declares none.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import torch
@@ -47,6 +53,29 @@ class WriteSpec:
     empty_text: bool = False
 
 
+@dataclass(frozen=True)
+class Component:
+    """A learned part a memory policy runs with, packaged with the world model (STYLE §15).
+
+    Declared by the policy class (`MemoryPolicy.components`, keyed by the component's name,
+    e.g. `memory_model`); `WorldModel` holds the module under that name, saves it with `save`
+    to `<model directory>/<directory>`, loads it back with `load` and passes it to the policy's
+    constructor as `keyword`.
+
+    Attributes:
+        keyword: the policy constructor's argument that takes the module (`writer`, `embed`).
+        directory: the component's sub-directory of a packaged world model.
+        load: `load(directory, device)` -> the module in float32 (what `save` wrote).
+        save: `save(module, directory)` writes the module in its own dtype (the directory may
+            not exist yet).
+    """
+
+    keyword: str
+    directory: str
+    load: Callable[[Path, str | torch.device], nn.Module]
+    save: Callable[[nn.Module, Path], object]
+
+
 @runtime_checkable
 class MemoryPolicy(Protocol):
     """What every memory policy provides (one file per policy, registered by name).
@@ -62,9 +91,12 @@ class MemoryPolicy(Protocol):
             on what one forward attends to, besides its own chunk), or None if it grows with
             the stream.
         write_spec: which model writes the cache and with which text (`WriteSpec`).
+        components: the learned parts the policy runs with, by name (`Component`; empty for
+            a policy whose memory is the cache alone).
     """
 
     name: ClassVar[str]
+    components: ClassVar[Mapping[str, Component]]
     config: Any
 
     @property
@@ -99,11 +131,12 @@ class CacheResidentPolicy:
     """Defaults for a policy whose whole memory is the `KVCache` (no side storage).
 
     Subclasses set `config_class`, implement `after_write`, and override `max_frames` /
-    `write_spec` where they differ.
+    `write_spec` / `components` where they differ.
     """
 
     name: ClassVar[str]
     config_class: ClassVar[type]
+    components: ClassVar[Mapping[str, Component]] = {}
 
     def __init__(self, config: Any) -> None:
         if not isinstance(config, self.config_class):
@@ -136,8 +169,9 @@ POLICIES: Registry[type] = Registry("memory policy")
 def register_policy(name: str) -> Callable[[type], type]:
     """Class decorator adding a policy class to the registry under `name`.
 
-    The class must have a `config_class` (its frozen config dataclass) and a constructor
-    `cls(config, **components)`. Raises `KeyError` if the name is taken.
+    The class must have a `config_class` (its frozen config dataclass), a `components` mapping
+    (`Component` by name, empty for a cache-only policy) and a constructor
+    `cls(config, **runtime_components)`. Raises `KeyError` if the name is taken.
     """
 
     def register(cls: type) -> type:
@@ -153,6 +187,30 @@ def register_policy(name: str) -> Callable[[type], type]:
 def policy_names() -> list[str]:
     """Registered policy names, sorted."""
     return POLICIES.names()
+
+
+def policy_components(name: str) -> Mapping[str, Component]:
+    """The learned components the policy `name` declares (`Component` by name).
+
+    Raises:
+        KeyError: for an unknown name, listing the known ones.
+    """
+    return POLICIES.get(name).components
+
+
+def declared_components() -> dict[str, Component]:
+    """Every component some registered policy declares, by name (what a packaged world model
+    may hold). Several policies may declare the same component.
+
+    Raises:
+        ValueError: two policies declare different components under one name.
+    """
+    found: dict[str, Component] = {}
+    for name in policy_names():
+        for key, component in policy_components(name).items():
+            if found.setdefault(key, component) != component:
+                raise ValueError(f"memory policies declare two different components {key!r}")
+    return found
 
 
 def get_policy(name: str, **kwargs: Any) -> MemoryPolicy:

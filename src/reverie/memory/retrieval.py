@@ -35,8 +35,13 @@ import torch
 from einops import rearrange
 
 from reverie.memory.cache_ops import FrameTokens, assemble, split_frames
-from reverie.memory.embedding import EmbeddingFn, PooledLatentEmbedding
-from reverie.memory.policy import WriteSpec, check_new_block, register_policy
+from reverie.memory.embedding import (
+    EmbeddingFn,
+    PooledLatentEmbedding,
+    load_retrieval_embedder,
+    save_retrieval_embedder,
+)
+from reverie.memory.policy import Component, WriteSpec, check_new_block, register_policy
 from reverie.models.kv_cache import KVCache
 
 
@@ -90,10 +95,19 @@ class RetrievalPolicy:
     Args:
         config: `RetrievalConfig`.
         embed: latent-frame embedding `(B, C, H, W) -> (B, D)`, L2-normalised; default
-            `PooledLatentEmbedding(config.pooled_grid)`. Called under `torch.no_grad()`.
+            `PooledLatentEmbedding(config.pooled_grid)`. Called under `torch.no_grad()`. A
+            packaged world model passes its trained `retrieval_embedder` (`RetrievalEmbedder`).
     """
 
     config_class = RetrievalConfig
+    components = {
+        "retrieval_embedder": Component(
+            keyword="embed",
+            directory="retrieval",
+            load=load_retrieval_embedder,
+            save=save_retrieval_embedder,
+        )
+    }
 
     def __init__(self, config: RetrievalConfig | None = None, embed: EmbeddingFn | None = None):
         self.config = RetrievalConfig() if config is None else config

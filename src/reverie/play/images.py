@@ -48,13 +48,12 @@ def render_scene(seed: int, resolution: int, fps: int = 16) -> StartImage:
     """
     from reverie.worlds import sample_scene
     from reverie.worlds.caption import scene_caption
-    from reverie.worlds.render import SceneRenderer
+    from reverie.worlds.render import render_start_frame
     from reverie.worlds.trajectory import sample_trajectory
 
     spec = sample_scene(seed, "mixed")
     path = sample_trajectory(spec, "revisit", seconds=1.0 / fps, fps=fps, seed=seed)
-    with SceneRenderer(spec, resolution, resolution) as renderer:
-        image = renderer.render(path.R[0], path.P[0])  # (res, res, 3) uint8
+    image = render_start_frame(spec, path.R, path.P, resolution)  # (res, res, 3) uint8
     return StartImage(image, scene_caption(spec), {"kind": "scene", "scene_seed": seed})
 
 

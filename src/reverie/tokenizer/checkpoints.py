@@ -3,7 +3,7 @@
 Two tokenizers share the format: `VideoVAE` (weights under diffusers' `AutoencoderKLWan`
 state-dict names, so a converted Wan2.1 VAE loads with the `wan2.1` config) and the linear
 `PatchTokenizer` (its config has `"kind": "patch"`). Both files are written atomically
-(temporary file, then `os.replace`).
+(temporary file, then `os.replace`; `reverie.io.CheckpointFiles`, as for the DiT).
 """
 
 from __future__ import annotations
@@ -13,9 +13,8 @@ import logging
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 
-from reverie.io import atomic_write_text, save_safetensors
+from reverie.io import CheckpointFiles
 from reverie.tokenizer.config import VAEConfig
 from reverie.tokenizer.patch import PatchTokenizer, PatchTokenizerConfig
 from reverie.tokenizer.vae import VideoVAE
@@ -24,6 +23,7 @@ logger = logging.getLogger(__name__)
 
 WEIGHTS_NAME = "vae.safetensors"
 CONFIG_NAME = "vae_config.json"
+FILES = CheckpointFiles(weights=WEIGHTS_NAME, config=CONFIG_NAME)
 
 
 Tokenizer = VideoVAE | PatchTokenizer
@@ -36,23 +36,17 @@ def _weights_module(vae: Tokenizer) -> torch.nn.Module:
 
 def save_vae(vae: Tokenizer, directory: str | Path) -> Path:
     """Write `directory/vae.safetensors` and `directory/vae_config.json`; returns the directory."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    save_safetensors(directory / WEIGHTS_NAME, _weights_module(vae).state_dict())
-    atomic_write_text(
-        directory / CONFIG_NAME, json.dumps(vae.config.to_dict(), indent=2, sort_keys=True) + "\n"
-    )
+    directory = FILES.save(directory, _weights_module(vae).state_dict(), vae.config.to_dict())
     logger.info("saved VideoVAE to %s", directory)
     return directory
 
 
 def load_vae_config(directory: str | Path) -> VAEConfig | PatchTokenizerConfig:
     """Read `vae_config.json` strictly (unknown keys / wrong types raise ValueError)."""
-    path = Path(directory) / CONFIG_NAME
     try:
-        data = json.loads(path.read_text())
+        data = FILES.read_config(directory)
     except json.JSONDecodeError as e:
-        raise ValueError(f"{path} is not valid JSON: {e}") from e
+        raise ValueError(f"{Path(directory) / CONFIG_NAME} is not valid JSON: {e}") from e
     if isinstance(data, dict) and data.get("kind") == "patch":
         return PatchTokenizerConfig.from_dict(data)
     return VAEConfig.from_dict(data)
@@ -80,9 +74,7 @@ def load_vae(
             raise FileNotFoundError(f"{directory / name} not found (not a save_vae directory?)")
     with torch.device(device):
         vae = build_tokenizer(load_vae_config(directory))
-    _weights_module(vae).load_state_dict(
-        load_file(str(directory / WEIGHTS_NAME), device=str(device))
-    )
+    _weights_module(vae).load_state_dict(FILES.load_weights(directory, device))
     if dtype is None or isinstance(vae, PatchTokenizer):  # the PCA bases stay float32
         return vae
     return vae.to(dtype)

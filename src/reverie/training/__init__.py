@@ -9,7 +9,12 @@
 - `trainer.py`: `Trainer`, `train`, `load_experiment`.
 - `config.py`: `TrainerConfig`, `OptimConfig`, `build_optimizer`.
 - `checkpoint.py`, `ema.py`, `distributed.py`, `data.py`, `seeding.py`, `metrics.py`.
-- `stages/`: the registered stages (`toy` today).
+- `common.py`: what several stages share (backbone/text/latent-clip configs, reading other
+  stages' checkpoints); `frame_clips.py` (the clips of `mag` and `retrieval`) and
+  `trajectories.py` (the `ode` shards the `student` reads). Stages import these, never another
+  stage.
+- `stages/`: the registered stages (`stages/__init__.py` lists them).
+- `export.py`: training runs -> a packaged `WorldModel` (`python -m reverie.training.export`).
 """
 
 from reverie.training import stages

@@ -1,7 +1,8 @@
 """Self-Forcing rollouts of the block-causal student and RELIC's replayed back-propagation.
 
 Self Forcing (arXiv 2506.08009 §3, Algorithm 1) trains the few-step student on its own
-autoregressive rollout, written here as the inference loop's three visible loops:
+autoregressive rollout: the engine's block rollout (`reverie.diffusion.rollout`, the one block
+loop of inference and training) from a cache holding the clean prefix, with a random exit step:
 
     write the clean prefix (the first latent frame) into the cache          (no_grad)
     for each block l:                                                       # 1. blocks
@@ -48,13 +49,15 @@ import torch
 from torch import nn
 
 from reverie.diffusion import (
+    BlockInputs,
     FewStepSchedule,
-    fresh_noise,
-    noisy_sample,
+    block_spans,
+    denoise_step,
+    rollout,
     video_frame_range,
-    x0_from_velocity,
+    write_denoised,
 )
-from reverie.memory import MemoryPolicy, write_block
+from reverie.memory import MemoryPolicy
 from reverie.models import KVCache, WanDiTConfig
 from reverie.objectives import dmd_gradient, dmd_loss
 
@@ -132,7 +135,8 @@ class Rollout:
 
 def rollout_chunks(num_frames: int, prefix_frames: int, frames_per_block: int) -> list[Span]:
     """Latent-frame ranges `[(start, end), ...]` generated after a clean prefix, aligned to the
-    block grid of `frames_per_block` (the first range completes the prefix's block).
+    block grid of `frames_per_block` (`block_spans(prefix_frames, num_frames, ...)`: the first
+    range completes the prefix's block).
 
     E.g. `rollout_chunks(7, 1, 3) == [(1, 3), (3, 6), (6, 7)]`.
 
@@ -144,17 +148,13 @@ def rollout_chunks(num_frames: int, prefix_frames: int, frames_per_block: int) -
             f"need 0 < prefix_frames ({prefix_frames}) < num_frames ({num_frames}) and "
             f"frames_per_block >= 1 ({frames_per_block})"
         )
-    chunks, start = [], prefix_frames
-    while start < num_frames:
-        end = min((start // frames_per_block + 1) * frames_per_block, num_frames)
-        chunks.append((start, end))
-        start = end
-    return chunks
+    return block_spans(prefix_frames, num_frames, frames_per_block)
 
 
 @dataclass
 class ARStudent:
-    """The block-causal few-step generator as the trainer rolls it out.
+    """The block-causal few-step generator as the trainer rolls it out, through the engine's
+    block rollout (`reverie.diffusion.rollout`).
 
     Attributes:
         model: the student `WanDiT` (or its DDP/FSDP wrapper), called with `WanDiT.forward`'s
@@ -175,21 +175,11 @@ class ARStudent:
         """`rollout_chunks` with the model's block size."""
         return rollout_chunks(num_frames, prefix_frames, self.config.attention.frames_per_block)
 
-    def _x0(self, x, t: float, cache: KVCache, cond: Conditioning, start: int, end: int):
-        """x0-prediction of block `[start, end)` at flow time `t`; x `(B, n, C, h, w)`."""
-        t_batch = torch.full((x.shape[0],), t, device=x.device)  # (B,)
-        with self.autocast():
-            v = self.model(
-                x,
-                t_batch,
-                cond.context,
-                cache=cache,
-                frame_offset=start,
-                **cond.frames(start, end, self.config.vae_temporal_stride),
-            )  # (B, n, C, h, w)
-        return x0_from_velocity(x, v, t)
+    def _inputs(self, cond: Conditioning, start: int, end: int) -> BlockInputs:
+        """The rollout's `BlockInputs` of latent frames `[start, end)`."""
+        frames = cond.frames(start, end, self.config.vae_temporal_stride)
+        return BlockInputs(cond.context, cond.empty_context, frames["actions"], frames["poses"])
 
-    @torch.no_grad()
     def _write(self, cache: KVCache, cond: Conditioning, block, start: int, end: int) -> None:
         """Cache-write pass of a clean block `(B, n, C, h, w)` at t = 0, then the policy."""
         if cache.next_frame != start:
@@ -197,16 +187,8 @@ class ARStudent:
                 f"memory policy {self.policy.name!r} left the cache ending at latent frame "
                 f"{cache.next_frame}, but block [{start}, {end}) is next"
             )
-        with self.autocast():
-            write_block(
-                self.policy,
-                cache,
-                self.model,
-                block.detach(),
-                cond.context,
-                empty_context=cond.empty_context,
-                **cond.frames(start, end, self.config.vae_temporal_stride),
-            )
+        inputs = self._inputs(cond, start, end)
+        write_denoised(self.model, cache, self.policy, block, inputs, start, autocast=self.autocast)
 
     def _start(self, cond: Conditioning) -> KVCache:
         """A fresh cache holding the clean prefix (and a reset policy)."""
@@ -224,7 +206,8 @@ class ARStudent:
         grad: bool,
         generator: torch.Generator | None = None,
     ) -> Rollout:
-        """Self Forcing's training rollout of latent frames `[P, num_frames)`.
+        """Self Forcing's training rollout of latent frames `[P, num_frames)`
+        (`reverie.diffusion.rollout` from a cache holding the prefix).
 
         Args:
             cond: the conditioning (prefix, text, actions, poses).
@@ -242,27 +225,34 @@ class ARStudent:
             ValueError: wrong number of exit steps, or an exit step outside the schedule.
             RuntimeError: a memory policy that dropped the newest frame.
         """
-        chunks = self.chunks(num_frames, cond.prefix_frames)
+        spans = self.chunks(num_frames, cond.prefix_frames)
         times = self.schedule.times
-        if len(exit_steps) != len(chunks) or not all(0 <= e < len(times) for e in exit_steps):
+        if len(exit_steps) != len(spans) or not all(0 <= e < len(times) for e in exit_steps):
             raise ValueError(
-                f"need {len(chunks)} exit steps in [0, {len(times)}), got {list(exit_steps)}"
+                f"need {len(spans)} exit steps in [0, {len(times)}), got {list(exit_steps)}"
             )
         cache = self._start(cond)
-        outputs, records = [], []
-        for (start, end), exit_step in zip(chunks, exit_steps, strict=True):  # 1. blocks
-            shape = (cond.prefix.shape[0], end - start, *cond.prefix.shape[2:])
-            x = fresh_noise(cond.prefix.new_empty(shape), generator)  # (B, n, C, h, w), t = 1
-            with torch.no_grad():  # 2. denoising steps before the exit: no graph
-                for i in range(exit_step):
-                    x0 = self._x0(x, times[i], cache, cond, start, end)
-                    x = noisy_sample(x0, fresh_noise(x0, generator), times[i + 1])
-            with torch.set_grad_enabled(grad and torch.is_grad_enabled()):  # the exit step
-                x0 = self._x0(x, times[exit_step], cache, cond, start, end)  # (B, n, C, h, w)
-            records.append(BlockRecord(start, end, exit_step, x.detach()))
-            outputs.append(x0)
-            self._write(cache, cond, x0, start, end)  # 3. cache write, detached, no_grad
-        return Rollout(torch.cat(outputs, dim=1), records)
+        blocks = [self._inputs(cond, start, end) for start, end in spans]
+        outputs = list(
+            rollout(
+                self.model,
+                cache,
+                self.policy,
+                blocks,
+                spans,
+                times,
+                cond.prefix,
+                exit_steps=exit_steps,
+                grad=grad,
+                generator=generator,
+                autocast=self.autocast,
+            )
+        )
+        records = [
+            BlockRecord(start, end, out.exit_step, out.exit_input)
+            for (start, end), out in zip(spans, outputs, strict=True)
+        ]
+        return Rollout(torch.cat([out.latents for out in outputs], dim=1), records)
 
     def replay(
         self,
@@ -274,11 +264,11 @@ class ARStudent:
     ) -> None:
         """RELIC §4.4.2 step (3): back-propagate `gradient` block by block into the parameters.
 
-        For each recorded block: re-run its exit forward with autograd on, on the cache rebuilt
-        from the blocks before it (their write passes re-run under no_grad on `rollout.latents`
-        with the same memory policy, as Self Forcing refreshes its KV cache), call
-        `x_l.backward(gradient_l)` and drop the block's graph before the next one. Gradients
-        accumulate into `.grad`; no optimizer step is taken.
+        For each recorded block: re-run its exit forward (`denoise_step`) with autograd on, on
+        the cache rebuilt from the blocks before it (their write passes, `write_denoised`,
+        re-run on `rollout.latents` with the same memory policy, as Self Forcing refreshes its
+        KV cache), call `x_l.backward(gradient_l)` and drop the block's graph before the next
+        one. Gradients accumulate into `.grad`; no optimizer step is taken.
 
         Args:
             cond: the conditioning of the rollout.
@@ -301,9 +291,12 @@ class ARStudent:
         last = len(rollout.blocks) - 1
         for index, block in enumerate(rollout.blocks):
             a, b = block.start - prefix, block.end - prefix  # columns of the generated frames
+            inputs = self._inputs(cond, block.start, block.end)
             with no_sync(index < last), torch.enable_grad():
                 t = times[block.exit_step]
-                x0 = self._x0(block.exit_input, t, cache, cond, block.start, block.end)
+                x0 = denoise_step(
+                    self.model, block.exit_input, t, cache, inputs, block.start, self.autocast
+                )
                 x0.backward(gradient=gradient[:, a:b].to(x0.dtype))
             del x0  # the block's graph is freed here
             self._write(cache, cond, rollout.latents[:, a:b], block.start, block.end)

@@ -14,7 +14,9 @@ distributed sync, logging, checkpoints, resume). One optimizer step of the train
 
 A new stage: subclass `Stage`, set `config_class` (a frozen dataclass with a
 ``trainer: TrainerConfig`` field), decorate with ``@register_stage("name")`` in a module of
-``reverie/training/stages/`` and import that module in ``stages/__init__.py``.
+``reverie/training/stages/`` and import that module in ``stages/__init__.py``. A stage that
+trains a learned memory component (`reverie.memory.Component`) names it in ``component`` and
+implements :meth:`Stage.export_component`; ``reverie.training.export`` packages its runs.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import dataclasses
 import typing
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 import torch
@@ -47,6 +50,8 @@ class Stage(ABC):
         resumable_changes: dotted config prefixes that may differ between a checkpoint and the
             resuming run (default: only ``trainer``: ``max_steps``, logging, ...). Any other
             difference (a model shape, a dataset) makes resume a ``ValueError``.
+        component: the learned memory component a run of this stage trains (a name of
+            ``reverie.memory.declared_components()``, e.g. ``memory_model``), or None.
 
     The constructor builds modules (wrapped with ``dist.wrap``), optimizers and schedulers. The
     trainer seeds every RNG with ``trainer.seed`` before calling it, identically on all ranks.
@@ -55,10 +60,22 @@ class Stage(ABC):
     name: ClassVar[str]
     config_class: ClassVar[type]
     resumable_changes: ClassVar[tuple[str, ...]] = ("trainer",)
+    component: ClassVar[str | None] = None
 
     def __init__(self, config: Any, dist: DistContext) -> None:
         self.config = config
         self.dist = dist
+
+    @classmethod
+    def export_component(cls, run: Path) -> tuple[nn.Module, dict[str, dict[str, Any]]]:
+        """The trained ``component`` of a run (its newest checkpoint), frozen, and the memory
+        policy options it implies (merged into ``WorldModelConfig.memory``).
+
+        Raises:
+            NotImplementedError: the stage trains no component.
+            FileNotFoundError / ValueError: no checkpoint of this stage at ``run``.
+        """
+        raise NotImplementedError(f"stage {cls.name!r} trains no world-model component")
 
     @classmethod
     def check_config(cls, config: Any, dist: DistContext) -> None:

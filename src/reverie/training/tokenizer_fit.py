@@ -6,7 +6,7 @@
 Reads up to ``--episodes`` episodes of the dataset (manifest order), accumulates the patch
 covariances in float64 and writes a ``save_vae`` directory (``vae.safetensors`` +
 ``vae_config.json`` with ``"kind": "patch"``) that ``reverie encode --vae`` and
-``reverie.engine.export --vae`` take like a trained VAE, plus ``fit_report.json``. Takes
+``reverie.training.export --vae`` take like a trained VAE, plus ``fit_report.json``. Takes
 seconds on a CPU; no optimisation steps, so there is nothing to resume.
 """
 

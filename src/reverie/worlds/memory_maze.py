@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from reverie.camera import R_from_yaw_pitch_roll, poses_to_actions
-from reverie.data.episode import Episode
+from reverie.worlds.episode import Episode
 from reverie.worlds.render import intrinsics
 
 log = logging.getLogger(__name__)

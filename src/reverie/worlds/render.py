@@ -205,3 +205,26 @@ class SceneRenderer:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def render_start_frame(
+    spec: SceneSpec, R: np.ndarray, P: np.ndarray, resolution: int
+) -> np.ndarray:
+    """The start frame of a camera path: the view of ``spec`` from its first pose.
+
+    What a stream starts from (``reverie explore --scene``, ``reverie play``, ``reverie eval
+    speed``). Opens a :class:`SceneRenderer` for this one frame and frees it again; render the
+    rest of a path with a renderer of its own. The renderer's GL context is process-wide and
+    stays current on the first thread that rendered (see :func:`_shared_gl_context`).
+
+    Shapes:
+        R: ``(T, 3, 3)`` float world-to-camera rotations, ``T >= 1`` (OpenCV camera axes).
+        P: ``(T, 3)`` float camera centres, world metres (docs/conventions.md).
+        returns ``(resolution, resolution, 3)`` uint8 RGB in [0, 255], rendered at
+        ``R[0], P[0]``.
+    Raises:
+        ValueError: ``R[0]`` not ``(3, 3)``, ``P[0]`` not ``(3,)``, or NaN / inf in the pose.
+        RuntimeError: no headless GL context (names the system packages to install).
+    """
+    with SceneRenderer(spec, resolution, resolution) as renderer:
+        return renderer.render(R[0], P[0])  # (res, res, 3) uint8

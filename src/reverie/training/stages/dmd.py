@@ -42,7 +42,6 @@ from safetensors.torch import load_file
 from torch import nn
 from torch.utils.data import Dataset
 
-from reverie.config_utils import from_dict
 from reverie.diffusion import (
     FewStepSchedule,
     TimeDistribution,
@@ -55,27 +54,24 @@ from reverie.diffusion import (
 )
 from reverie.memory import get_policy
 from reverie.models import AttentionConfig, AttentionMode, WanDiT, WanDiTConfig
-from reverie.models.checkpoints import WEIGHTS_NAME
 from reverie.models.state_dicts import NEW_MODULE_PREFIXES, load_state_dict_checked
 from reverie.objectives import flow_matching_loss
 from reverie.text import empty_text_dropout
-from reverie.training.config import OptimConfig, TrainerConfig, build_optimizer
-from reverie.training.distributed import DistContext
-from reverie.training.latents import LatentClip
-from reverie.training.replay import ARStudent, Conditioning, naive_dmd_loss, replayed_dmd_backward
-from reverie.training.stage import Stage, register_stage
-from reverie.training.stages.student import StudentConfig
-from reverie.training.stages.teacher import (
+from reverie.training.common import (
     DiTModelConfig,
-    LatentDataConfig,
-    TeacherConfig,
+    LatentClipsConfig,
     TextConfig,
     build_text_encoder,
     check_latents,
     check_same_backbone,
     encode_text,
-    resolve_checkpoint,
+    resolve_weights,
 )
+from reverie.training.config import OptimConfig, TrainerConfig, build_optimizer
+from reverie.training.distributed import DistContext
+from reverie.training.latents import LatentClip
+from reverie.training.replay import ARStudent, Conditioning, naive_dmd_loss, replayed_dmd_backward
+from reverie.training.stage import Stage, register_stage
 
 # Self Forcing's DMD / critic time: U(0.02, 0.98), then Wan's shift 5.
 SELF_FORCING_TIME = TimeSamplingConfig(TimeDistribution.UNIFORM, 5.0, min_time=0.02, max_time=0.98)
@@ -99,9 +95,9 @@ class DMDDataConfig:
     seed: int = 0
     num_workers: int = 0
 
-    def clips(self, clip_latent_frames: int) -> LatentDataConfig:
+    def clips(self, clip_latent_frames: int) -> LatentClipsConfig:
         """The teacher stage's settings for clips of that length from ``latents`` (set)."""
-        return LatentDataConfig(
+        return LatentClipsConfig(
             latents=self.latents,
             resolution=self.resolution,
             clip_latent_frames=clip_latent_frames,
@@ -161,7 +157,7 @@ class MemoryConfig:
 
 
 @dataclass(frozen=True)
-class DMDConfig:
+class DMDStageConfig:
     """Experiment config of the ``dmd`` stage (module docstring; ``model.init`` must be null;
     lr 2e-6 / 4e-7 and betas (0, 0.999) are Self Forcing's)."""
 
@@ -227,36 +223,14 @@ def load_weights(model: WanDiT, path: Path, stage: str) -> None:
     load_state_dict_checked(model, weights, allow_missing_prefixes=NEW_MODULE_PREFIXES)
 
 
-def resolve_weights(path: Path, stage: str) -> tuple[Path, WanDiTConfig | None]:
-    """The weights file behind ``path`` and, for a training run, the backbone it trained.
-
-    ``path``: a ``stage`` run or checkpoint directory (``<stage>.ema.safetensors`` when present,
-    else ``<stage>.safetensors``), a ``save_checkpoint`` directory, or a ``.safetensors`` file.
-
-    Raises:
-        FileNotFoundError: no weights. ValueError: a checkpoint of another stage.
-    """
-    if (path / "checkpoints").is_dir() or (path / "trainer_state.json").is_file():
-        ckpt, stored = resolve_checkpoint(path, stage)
-        file = ckpt / f"{stage}.ema.safetensors"
-        file = file if file.is_file() else ckpt / f"{stage}.safetensors"
-        trained = from_dict(TeacherConfig if stage == "teacher" else StudentConfig, stored)
-        backbone = trained.model.backbone() if stage == "teacher" else trained.backbone()
-        return file, backbone
-    file = path / WEIGHTS_NAME if path.is_dir() else path
-    if not file.is_file():
-        raise FileNotFoundError(f"{stage}: no weights at {file}")
-    return file, None
-
-
 @register_stage("dmd")
 class DMDStage(Stage):
     """Self-Forcing DMD with replayed back-propagation; optimizers ``generator`` and ``critic``."""
 
-    config_class = DMDConfig
+    config_class = DMDStageConfig
 
     @classmethod
-    def check_config(cls, config: DMDConfig, dist: DistContext) -> None:
+    def check_config(cls, config: DMDStageConfig, dist: DistContext) -> None:
         """Backbone, batch split, block sizes, memory policy, weights and latents.
 
         Raises:
@@ -283,7 +257,7 @@ class DMDStage(Stage):
         if config.data.latents is not None:
             check_latents(config.data.clips(config.max_frames), backbone)
 
-    def __init__(self, config: DMDConfig, dist: DistContext) -> None:
+    def __init__(self, config: DMDStageConfig, dist: DistContext) -> None:
         super().__init__(config, dist)
         teacher = WanDiT(config.backbone(AttentionMode.BIDIRECTIONAL))
         generator = WanDiT(config.backbone(AttentionMode.BLOCK_CAUSAL))

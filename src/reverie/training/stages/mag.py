@@ -2,7 +2,7 @@
 arXiv 2512.18741 §3.3-3.4; official ``model/compress_model.py``).
 
     reverie train mag --config configs/tiny/mag.yaml trainer.max_steps=200
-    policy = get_policy("mag", writer=load_memory_model("runs/tiny/mag"))
+    policy = get_policy("mag", writer=memory_model_from_run("runs/tiny/mag"))
 
 The memory model is a block-causal ``WanDiT`` of the student's architecture with
 ``frames_per_block = b`` (the compression rate). One model plays both roles (MAG: "the encoder
@@ -70,17 +70,12 @@ from reverie.models.rope import TIME_AXIS
 from reverie.models.state_dicts import load_state_dict_checked
 from reverie.objectives import flow_matching_loss
 from reverie.text import get_text_encoder
+from reverie.training.common import stage_weights
 from reverie.training.config import OptimConfig, TrainerConfig, build_optimizer
 from reverie.training.distributed import DistContext, unwrap
+from reverie.training.frame_clips import FrameClipsConfig, check_data, latent_clips
 from reverie.training.metrics import METRICS, read_metrics
 from reverie.training.stage import Stage, register_stage
-from reverie.training.stages.retrieval import (
-    LatentDataConfig,
-    check_data,
-    clip_stream,
-    latent_clips,
-    stage_weights,
-)
 
 logger = logging.getLogger(__name__)
 
@@ -155,7 +150,7 @@ class MagStageConfig:
 
     trainer: TrainerConfig
     model: MagModelConfig = field(default_factory=MagModelConfig)
-    data: LatentDataConfig = field(default_factory=LatentDataConfig)
+    data: FrameClipsConfig = field(default_factory=FrameClipsConfig)
     memory: MemoryTrainingConfig = field(default_factory=MemoryTrainingConfig)
     eval: MagEvalConfig = field(default_factory=MagEvalConfig)
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(2e-6, (0.0, 0.999)))
@@ -300,6 +295,7 @@ class MagStage(Stage):
     """MAG's memory model trained as a KV-cache autoencoder; module and optimizer ``memory``."""
 
     config_class = MagStageConfig
+    component = "memory_model"
 
     @classmethod
     def check_config(cls, config: MagStageConfig, dist: DistContext) -> None:
@@ -349,7 +345,7 @@ class MagStage(Stage):
         self.first_step: int | None = None  # first step this process trains
 
     def modules(self) -> dict[str, nn.Module]:
-        """``{"memory": the memory model}`` (load with :func:`load_memory_model`)."""
+        """``{"memory": the memory model}`` (load with :func:`memory_model_from_run`)."""
         return {"memory": self.model}
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
@@ -362,7 +358,7 @@ class MagStage(Stage):
 
     def batches(self, start: int) -> Iterator[torch.Tensor]:
         """Clips ``(b, blocks_per_clip * frames_per_block, C, h, w)`` of clean latents."""
-        return clip_stream(self, self.dataset, self.config.data, start)
+        return self.stream(self.dataset, self.config.data, start)
 
     def updates(self, step: int) -> tuple[str, ...]:
         """``("memory",)``; first runs the reconstruction eval when ``step`` is due."""
@@ -425,11 +421,19 @@ class MagStage(Stage):
             logger.info("step %d reconstruction PSNR by block size: %s", step, shown)
         return row
 
+    @classmethod
+    def export_component(cls, run: Path) -> tuple[nn.Module, dict[str, dict[str, Any]]]:
+        """The run's memory model (:func:`memory_model_from_run`, not EMA) and the ``mag``
+        policy's ``block_frames``: the ``b`` it was trained at (MAG's compression rate)."""
+        model = memory_model_from_run(run)
+        return model, {"mag": {"block_frames": model.config.attention.frames_per_block}}
 
-def load_memory_model(
+
+def memory_model_from_run(
     path: str | Path, *, ema: bool = False, device: str | torch.device = "cpu"
 ) -> WanDiT:
-    """The trained memory model of a ``mag`` run, frozen, for ``get_policy("mag", writer=...)``.
+    """The trained memory model of a ``mag`` run, frozen, for ``get_policy("mag", writer=...)``
+    (a packaged world model stores it with ``reverie.memory.save_memory_model``).
 
     Args:
         path: run directory (newest checkpoint), checkpoint directory or ``memory.safetensors``.

@@ -19,49 +19,40 @@ interrupted run resumes at the first unlisted shard (re-run with ``--resume``, o
 ``trainer.run_dir``: listed shards are skipped either way). Per clip ``<key>`` a shard holds
 ``<key>/trajectory`` (S+1, T, C, h, w) float32, ``<key>/actions`` (1+4(T-1), 13), ``<key>/R``,
 ``<key>/P`` (as fed to the teacher: relative to the first frame) and metadata (caption,
-episode, start, pivot); ``index.json`` holds ``times`` and the latent statistics.
+episode, start, pivot); ``index.json`` holds ``times`` and the latent statistics. The student
+reads them with ``reverie.training.trajectories.OdeDataset``.
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from itertools import pairwise
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from reverie.config_utils import from_dict
 from reverie.diffusion import FewStepSchedule, classifier_free_guidance, sampling_times
 from reverie.diffusion.samplers import VelocityFn
 from reverie.models import WanDiTConfig
-from reverie.training.config import TrainerConfig
-from reverie.training.data import make_loader
-from reverie.training.distributed import DistContext
-from reverie.training.latents import (
-    LatentClip,
-    LatentClipDataset,
-    ShardStore,
-    TensorBatch,
-    load_item,
-    read_index,
-    read_items,
-)
-from reverie.training.stage import AutocastFn, Stage, register_stage
-from reverie.training.stages.teacher import (
-    LatentDataConfig,
-    TeacherConfig,
+from reverie.training.common import (
+    LatentClipsConfig,
     build_text_encoder,
     check_latents,
     conditioning,
     encode_text,
     load_teacher,
     resolve_checkpoint,
+    stored_stage_config,
 )
+from reverie.training.config import TrainerConfig
+from reverie.training.data import make_loader
+from reverie.training.distributed import DistContext
+from reverie.training.latents import LatentClip, LatentClipDataset, ShardStore
+from reverie.training.stage import AutocastFn, Stage, register_stage
 
 # Two float times closer than this are the same grid point.
 TIME_TOLERANCE = 1e-9
@@ -103,7 +94,7 @@ class OdeSettings:
 
 
 @dataclass(frozen=True)
-class OdeConfig:
+class OdeStageConfig:
     """Experiment config of the ``ode`` stage (``trainer.max_steps`` = shards to write)."""
 
     trainer: TrainerConfig
@@ -146,61 +137,6 @@ def teacher_trajectory(
     return torch.stack(states, dim=1)  # (B, S + 1, T, C, h, w)
 
 
-@dataclass
-class OdeClip(TensorBatch):
-    """A batch of teacher trajectories with their conditioning.
-
-    Shapes:
-        trajectory: ``(B, S + 1, T, C, h, w)`` float32 at times ``(*student times, 0)``.
-        actions: ``(B, 1 + 4 (T - 1), 13)``; R ``(B, 1 + 4 (T - 1), 3, 3)``; P ``(..., 3)``.
-        caption: ``B`` strings.
-    """
-
-    trajectory: torch.Tensor
-    actions: torch.Tensor
-    R: torch.Tensor
-    P: torch.Tensor
-    caption: list[str]
-
-    batch_field: ClassVar[str] = "trajectory"
-
-
-class OdeDataset(Dataset):
-    """The clips of an ``ode`` output directory (completed shards), one :class:`OdeClip` with
-    ``B = 1`` per item; use ``collate_fn=OdeClip.collate``.
-
-    Attributes:
-        times: the recorded times ``(*student times, 0.0)``.
-        num_latent_frames: ``T`` of every clip; latent_shape: ``(C, h, w)``.
-
-    Raises:
-        FileNotFoundError: no index. ValueError: not ``ode`` shards, or none completed.
-    """
-
-    TENSORS = ("trajectory", "actions", "R", "P")
-
-    def __init__(self, root: str | Path, cache_clips: int = 256) -> None:
-        self.root = Path(root)
-        self.index = read_index(self.root, "ode")
-        self.times = tuple(self.index["times"])
-        self.num_latent_frames = self.index["settings"]["clip_latent_frames"]
-        self.latent_shape = tuple(self.index["latent_shape"])
-        self.items = read_items(self.root, self.index)
-        self._load = functools.lru_cache(maxsize=cache_clips)(self._load_clip)
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def _load_clip(self, i: int) -> dict[str, torch.Tensor]:
-        path, meta = self.items[i]
-        return load_item(path, meta["key"], self.TENSORS)
-
-    def __getitem__(self, i: int) -> OdeClip:
-        data = self._load(i)
-        tensors = {k: v[None] for k, v in data.items()}
-        return OdeClip(**tensors, caption=[self.items[i][1]["caption"]])
-
-
 class _ClipsWithNoise(Dataset):
     """``(clip, noise)``: a ``LatentClipDataset`` item and ``N(0, I)`` noise of its latent
     shape, both from the global RNGs that ``make_loader`` seeds per clip index."""
@@ -224,10 +160,10 @@ def _collate(items: list[tuple[LatentClip, torch.Tensor]]) -> tuple[LatentClip, 
 class OdeStage(Stage):
     """Generates trajectory shards with a frozen teacher; trains nothing (module docstring)."""
 
-    config_class = OdeConfig
+    config_class = OdeStageConfig
 
     @classmethod
-    def check_config(cls, config: OdeConfig, dist: DistContext) -> None:
+    def check_config(cls, config: OdeStageConfig, dist: DistContext) -> None:
         """One process, no accumulation; the teacher checkpoint exists; the latents fit it.
 
         Raises:
@@ -239,10 +175,10 @@ class OdeStage(Stage):
         check_latents(cls._data(config, stored["data"]["resolution"]), cls._backbone(stored))
 
     @staticmethod
-    def _data(config: OdeConfig, resolution: int) -> LatentDataConfig:
+    def _data(config: OdeStageConfig, resolution: int) -> LatentClipsConfig:
         """The conditioning clips: one per window per epoch, at the teacher's resolution."""
         o = config.ode
-        return LatentDataConfig(
+        return LatentClipsConfig(
             o.latents,
             resolution=resolution,
             clip_latent_frames=o.clip_latent_frames,
@@ -253,9 +189,9 @@ class OdeStage(Stage):
     @staticmethod
     def _backbone(stored: dict[str, Any]) -> WanDiTConfig:
         """The teacher's backbone from its stored experiment config."""
-        return from_dict(TeacherConfig, stored).model.backbone()
+        return stored_stage_config("teacher", stored).backbone()
 
-    def __init__(self, config: OdeConfig, dist: DistContext) -> None:
+    def __init__(self, config: OdeStageConfig, dist: DistContext) -> None:
         super().__init__(config, dist)
         o = config.ode
         teacher, teacher_config = load_teacher(o.teacher, ema=o.ema)

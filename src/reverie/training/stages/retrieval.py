@@ -2,7 +2,7 @@
 latent frames for the ``retrieval`` memory policy.
 
     reverie train retrieval --config configs/tiny/retrieval.yaml trainer.max_steps=200
-    policy = get_policy("retrieval", embed=load_retrieval_embedder("runs/tiny/retrieval"))
+    policy = get_policy("retrieval", embed=retrieval_embedder_from_run("runs/tiny/retrieval"))
 
 The encoder is ``reverie.memory.RetrievalEmbedder`` (stride-2 conv stages, global average
 pool, Linear, L2 norm). Training follows LongLive-RAG's ``ae/train.py``: the encoder is the
@@ -24,14 +24,13 @@ Logged diagnostics (``embedder/cos_k{k}``): mean cosine between frames ``k = 1..
 ``cos_far`` between a sequence's first and last frame, ``cos_other`` between the same time step
 of different sequences of the batch.
 
-This module also holds the latent-clip data shared with the ``mag`` stage
-(:class:`LatentDataConfig`, :func:`latent_clips`) and :func:`stage_weights`, which finds a
-module's weights in a run directory, a checkpoint or a file.
+The clips come from ``reverie.training.frame_clips`` (shared with the ``mag`` stage); the
+trained embedder is packaged into a world model by ``reverie.training.export``
+(:meth:`RetrievalStage.export_component`, the policy's ``retrieval_embedder`` component).
 """
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -41,190 +40,16 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from einops import rearrange
-from safetensors.torch import load_file
 from torch import nn
-from torch.utils.data import Dataset
 
 from reverie.config_utils import from_dict
 from reverie.memory import RetrievalEmbedder, RetrievalEmbedderConfig
 from reverie.objectives import temporal_smoothness_loss, window_temporal_delta_loss
-from reverie.training.checkpoint import latest_checkpoint
+from reverie.training.common import stage_weights
 from reverie.training.config import OptimConfig, TrainerConfig, build_optimizer
-from reverie.training.data import make_loader
 from reverie.training.distributed import DistContext
-from reverie.training.seeding import mix_seed
+from reverie.training.frame_clips import FrameClipsConfig, check_data, latent_clips
 from reverie.training.stage import Stage, register_stage
-
-
-# ------------------------------------------------------------------ latent clips (shared)
-@dataclass(frozen=True)
-class LatentDataConfig:
-    """Clips of clean latent frames: ``latents`` (a ``reverie encode`` directory read with
-    ``LatentClipDataset``) or, when None, ``num_samples`` synthetic clips
-    (:class:`SmoothLatentClips`).
-
-    Attributes:
-        batch_size: global micro-batch size in clips (divisible by the world size).
-        latent_size: ``(h, w)`` of the synthetic latents.
-        palindrome: palindrome probability of ``LatentClipDataset`` (RELIC §3.4).
-        field_grid: synthetic: side of the coarse random grid upsampled into a smooth field.
-        speed: synthetic: range of the per-clip angular speed, radians per latent frame.
-    """
-
-    latents: Path | None = None
-    latent_size: tuple[int, int] = (8, 8)
-    num_samples: int = 256
-    batch_size: int = 8
-    seed: int = 1234
-    num_workers: int = 0
-    palindrome: float = 0.0
-    field_grid: int = 3
-    speed: tuple[float, float] = (0.05, 0.25)
-
-    def __post_init__(self) -> None:
-        if min(self.num_samples, self.batch_size, self.field_grid, *self.latent_size) < 1:
-            raise ValueError("num_samples, batch_size, field_grid and latent_size must be >= 1")
-        if not 0.0 <= self.speed[0] <= self.speed[1]:
-            raise ValueError(f"speed must be an interval [lo, hi] with 0 <= lo <= hi: {self.speed}")
-
-
-class SmoothLatentClips(Dataset):
-    """Synthetic latent clips with slow temporal structure, deterministic per index.
-
-    Clip ``i`` (from ``Generator(seed + i)``): two smooth random fields ``A, B`` (a
-    ``field_grid``-sided normal grid, bicubic-upsampled, standardised per channel) and
-    ``x_t = cos(φ + ω t) A + sin(φ + ω t) B`` with ``ω ~ U(speed)``, ``φ ~ U(0, 2π)``: unit
-    variance, neighbours similar, distant frames different.
-
-    Shapes:
-        item: ``(T, C, h, w)`` float32.
-    """
-
-    def __init__(self, cfg: LatentDataConfig, num_frames: int, channels: int, seed: int) -> None:
-        self.cfg, self.num_frames, self.channels, self.seed = cfg, num_frames, channels, seed
-
-    @property
-    def latent_size(self) -> tuple[int, int]:
-        """``(h, w)`` of the latent frames."""
-        return self.cfg.latent_size
-
-    def __len__(self) -> int:
-        return self.cfg.num_samples
-
-    def __getitem__(self, index: int) -> torch.Tensor:
-        g = torch.Generator().manual_seed(mix_seed(self.seed, index))
-        grid = self.cfg.field_grid
-        coarse = torch.randn(2, self.channels, grid, grid, generator=g)
-        fields = F.interpolate(coarse, self.cfg.latent_size, mode="bicubic", align_corners=True)
-        mean, std = fields.mean((-2, -1), keepdim=True), fields.std((-2, -1), keepdim=True)
-        fields = (fields - mean) / (std + 1e-6)  # (2, C, h, w)
-        lo, hi = self.cfg.speed
-        omega = lo + (hi - lo) * torch.rand((), generator=g)
-        phase = 2 * math.pi * torch.rand((), generator=g)
-        angle = phase + omega * torch.arange(self.num_frames)  # (T,)
-        return (
-            angle.cos()[:, None, None, None] * fields[0]
-            + angle.sin()[:, None, None, None] * (fields[1])
-        )  # (T, C, h, w)
-
-
-class LatentClipFrames(Dataset):
-    """The latents of ``reverie.training.latents.LatentClipDataset`` clips.
-
-    Shapes:
-        item: ``(T, C, h, w)`` float32 (normalised by the dataset's statistics).
-
-    Raises:
-        ValueError: the dataset's latent channels are not ``channels``; the dataset's own errors.
-    """
-
-    def __init__(self, cfg: LatentDataConfig, num_frames: int, channels: int) -> None:
-        from reverie.training.latents import LatentClipDataset  # written alongside this stage
-
-        self.clips = LatentClipDataset(cfg.latents, num_frames, palindrome=cfg.palindrome)
-        found = self.clips.latent_shape[0]
-        if found != channels:
-            raise ValueError(
-                f"data.latents {cfg.latents} has {found} channels, the model {channels}"
-            )
-
-    @property
-    def latent_size(self) -> tuple[int, int]:
-        """``(h, w)`` of the dataset's latent frames."""
-        return tuple(self.clips.latent_shape[1:])
-
-    def __len__(self) -> int:
-        return len(self.clips)
-
-    def __getitem__(self, index: int) -> torch.Tensor:
-        return self.clips[index].latents[0]  # (T, C, h, w)
-
-
-def latent_clips(
-    cfg: LatentDataConfig, num_frames: int, channels: int, seed: int | None = None
-) -> SmoothLatentClips | LatentClipFrames:
-    """The clip dataset of ``cfg`` (``LatentClipFrames`` or ``SmoothLatentClips`` with ``seed``,
-    default ``cfg.seed``); items ``(num_frames, channels, h, w)``."""
-    if cfg.latents is not None:
-        return LatentClipFrames(cfg, num_frames, channels)
-    return SmoothLatentClips(cfg, num_frames, channels, cfg.seed if seed is None else seed)
-
-
-def clip_stream(stage: Stage, dataset: Dataset, cfg: LatentDataConfig, start: int) -> Iterator:
-    """This rank's infinite, resumable stream of ``(b, T, C, h, w)`` clip batches."""
-    loader = make_loader(
-        dataset,
-        cfg.batch_size,
-        rank=stage.dist.rank,
-        world_size=stage.dist.world_size,
-        seed=cfg.seed,
-        start=start,
-        num_workers=cfg.num_workers,
-    )
-    return iter(loader)
-
-
-def check_data(cfg: LatentDataConfig, dist: DistContext) -> None:
-    """Batch size divisible by the ranks; ``latents`` exists.
-
-    Raises:
-        ValueError / FileNotFoundError: naming the ``data.*`` key.
-    """
-    if cfg.batch_size % dist.world_size:
-        raise ValueError(f"data.batch_size={cfg.batch_size} is not divisible by {dist.world_size}")
-    if cfg.latents is not None and not cfg.latents.exists():
-        raise FileNotFoundError(f"data.latents: nothing at {cfg.latents}")
-
-
-def stage_weights(
-    path: str | Path, stage: str, module: str, *, ema: bool = False
-) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Find the weights of ``module`` written by a training run of ``stage``.
-
-    Args:
-        path: a run directory (its newest checkpoint), a checkpoint directory, or a
-            ``.safetensors`` file inside a checkpoint directory.
-        ema: take ``<module>.ema.safetensors`` (needs ``trainer.ema_modules``).
-
-    Returns:
-        ``(state_dict, config)``: CPU tensors and the experiment config dict of the run.
-
-    Raises:
-        FileNotFoundError: no checkpoint, weights or ``config.json`` there.
-        ValueError: the checkpoint belongs to another stage.
-    """
-    path = Path(path)
-    if path.is_file():
-        file, ckpt = path, path.parent
-    else:
-        ckpt = latest_checkpoint(path) or path
-        file = ckpt / f"{module}{'.ema' if ema else ''}.safetensors"
-    if not file.is_file() or not (ckpt / "config.json").is_file():
-        raise FileNotFoundError(f"no {stage} checkpoint with {file.name} and config.json at {path}")
-    stored = json.loads((ckpt / "config.json").read_text())
-    if stored["stage"] != stage:
-        raise ValueError(f"{ckpt} is a {stored['stage']!r} checkpoint, not {stage!r}")
-    return load_file(str(file)), stored["config"]
 
 
 # ------------------------------------------------------------------------ the stage
@@ -261,12 +86,12 @@ class RetrievalLossConfig:
 
 
 @dataclass(frozen=True)
-class RetrievalConfig:
+class RetrievalStageConfig:
     """Experiment config of the ``retrieval`` stage (AdamW 3e-4, wd 1e-4: LongLive-RAG)."""
 
     trainer: TrainerConfig
     model: RetrievalModelConfig = field(default_factory=RetrievalModelConfig)
-    data: LatentDataConfig = field(default_factory=LatentDataConfig)
+    data: FrameClipsConfig = field(default_factory=FrameClipsConfig)
     loss: RetrievalLossConfig = field(default_factory=RetrievalLossConfig)
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(3e-4, weight_decay=1e-4))
 
@@ -323,13 +148,14 @@ def cosine_diagnostics(e: torch.Tensor, max_gap: int) -> dict[str, torch.Tensor]
 @register_stage("retrieval")
 class RetrievalStage(Stage):
     """LongLive-RAG's embedding autoencoder; modules ``embedder`` (what the retrieval policy
-    loads, :func:`load_retrieval_embedder`) and ``decoder``; one optimizer ``embedder`` over
-    both."""
+    runs with, :func:`retrieval_embedder_from_run`) and ``decoder``; one optimizer
+    ``embedder`` over both."""
 
-    config_class = RetrievalConfig
+    config_class = RetrievalStageConfig
+    component = "retrieval_embedder"
 
     @classmethod
-    def check_config(cls, config: RetrievalConfig, dist: DistContext) -> None:
+    def check_config(cls, config: RetrievalStageConfig, dist: DistContext) -> None:
         """``data`` (:func:`check_data`).
 
         Raises:
@@ -337,7 +163,7 @@ class RetrievalStage(Stage):
         """
         check_data(config.data, dist)
 
-    def __init__(self, config: RetrievalConfig, dist: DistContext) -> None:
+    def __init__(self, config: RetrievalStageConfig, dist: DistContext) -> None:
         super().__init__(config, dist)
         cfg = config.model.embedder
         frames = config.loss.sequence_frames
@@ -362,7 +188,7 @@ class RetrievalStage(Stage):
 
     def batches(self, start: int) -> Iterator[torch.Tensor]:
         """Sequences ``(b, T, C, h, w)`` of consecutive clean latent frames."""
-        return clip_stream(self, self.dataset, self.config.data, start)
+        return self.stream(self.dataset, self.config.data, start)
 
     def loss(self, update: str, batch: torch.Tensor) -> dict[str, torch.Tensor]:
         """The weighted sum (module docstring) and its parts ``reconstruction``, ``delta``,
@@ -390,12 +216,17 @@ class RetrievalStage(Stage):
         }
         return {"loss": loss, **parts, **cosine_diagnostics(seq, cfg.max_gap)}
 
+    @classmethod
+    def export_component(cls, run: Path) -> tuple[nn.Module, dict[str, dict[str, Any]]]:
+        """The run's embedder (:func:`retrieval_embedder_from_run`, not EMA); no options."""
+        return retrieval_embedder_from_run(run), {}
 
-def load_retrieval_embedder(
+
+def retrieval_embedder_from_run(
     path: str | Path, *, ema: bool = False, device: str | torch.device = "cpu"
 ) -> RetrievalEmbedder:
     """The trained embedder of a ``retrieval`` run, frozen, for ``get_policy("retrieval",
-    embed=...)``.
+    embed=...)`` (a packaged world model stores it with ``reverie.memory.save_retrieval_embedder``).
 
     Args:
         path: run directory (newest checkpoint), checkpoint directory or ``embedder.safetensors``.

@@ -40,29 +40,29 @@ from typing import Literal
 
 import torch
 
-from reverie.config_utils import from_dict
 from reverie.diffusion import FewStepSchedule, noisy_sample, x0_from_velocity
 from reverie.models import AttentionConfig, AttentionMode, WanDiT, WanDiTConfig
 from reverie.text import empty_text_dropout
 from reverie.tokenizer import load_vae
-from reverie.training.config import OptimConfig, TrainerConfig
-from reverie.training.distributed import DistContext
-from reverie.training.latents import LatentClip, read_index
-from reverie.training.stage import SingleModuleStage, register_stage
-from reverie.training.stages.ode import OdeClip, OdeDataset
-from reverie.training.stages.teacher import (
+from reverie.training.common import (
     DiTModelConfig,
-    LatentDataConfig,
-    TeacherConfig,
+    LatentClipsConfig,
     TextConfig,
     build_text_encoder,
     check_latents,
     check_same_backbone,
     conditioning,
     encode_text,
+    load_init_weights,
     load_teacher,
     resolve_checkpoint,
+    stored_stage_config,
 )
+from reverie.training.config import OptimConfig, TrainerConfig
+from reverie.training.distributed import DistContext
+from reverie.training.latents import LatentClip, read_index
+from reverie.training.stage import SingleModuleStage, register_stage
+from reverie.training.trajectories import OdeClip, OdeDataset
 
 # Times of the ODE trajectory and of the student's schedule agree to this tolerance.
 TIME_MATCH = 1e-6
@@ -70,7 +70,7 @@ TIME_MATCH = 1e-6
 
 def pixel_loss_weights(latents: Path) -> torch.Tensor:
     """Per-channel weights that turn the normalised-latent MSE into the decoded video's MSE
-    (``StudentConfig.loss_weighting``): ``PatchTokenizer.pixel_weights`` times the encode
+    (``StudentStageConfig.loss_weighting``): ``PatchTokenizer.pixel_weights`` times the encode
     stage's ``latent_std**2``, scaled to mean 1.
 
     Shapes: returns ``(C,)`` float32.
@@ -100,24 +100,49 @@ class HybridForcingConfig:
             clean context of the blocks before it, in one forward over ``[clean | noisy]``
             (``WanDiT.forward(clean=...)``, ``teacher_forcing_mask``): every block is trained
             in the condition the streaming engine generates it in, and carries loss.
+        rollout_depth: with teacher forcing, replace the clean context after a memorized
+            prefix by the student's **own** one-step samples (no gradient), so that it learns
+            to continue, and to correct, its own output as the streaming engine makes it do
+            (exposure bias; Self Forcing arXiv 2506.08009 §1 trains on its own rollouts).
+            The rollout is computed in parallel by Jacobi iteration: each of the
+            ``rollout_depth`` passes is one teacher-forced forward from pure noise (the same
+            noise every pass) whose x0 predictions become the next pass's context. After
+            ``d`` passes the first ``d`` generated blocks equal the sequential one-step
+            rollout exactly, later ones see a ``d``-deep chain of their own predictions.
+            The regression target stays the real clip. 0: clean context (plain teacher
+            forcing).
+        min_memorized_frames, max_memorized_frames: the memorized prefix (real latents kept
+            as context, like ``Session.observe``), ``P ~ U{min .. max}`` latent frames per
+            sample, rounded up to whole blocks (None: up to ``T - 1``). Only with
+            ``rollout_depth > 0``.
     """
 
     min_noisy_blocks: int = 1
     max_noisy_blocks: int | None = None
     memory: Literal["none", "full"] = "none"
     teacher_forcing: bool = False
+    rollout_depth: int = 0
+    min_memorized_frames: int = 1
+    max_memorized_frames: int | None = None
 
     def __post_init__(self) -> None:
         high = self.max_noisy_blocks
         if self.min_noisy_blocks < 1 or (high is not None and high < self.min_noisy_blocks):
             raise ValueError("need 1 <= min_noisy_blocks <= max_noisy_blocks")
+        if self.rollout_depth < 0:
+            raise ValueError(f"hybrid.rollout_depth must be >= 0, got {self.rollout_depth}")
+        if self.rollout_depth and not self.teacher_forcing:
+            raise ValueError("hybrid.rollout_depth > 0 needs hybrid.teacher_forcing=true")
+        top = self.max_memorized_frames
+        if self.min_memorized_frames < 1 or (top is not None and top < self.min_memorized_frames):
+            raise ValueError("need 1 <= min_memorized_frames <= max_memorized_frames")
 
 
 @dataclass(frozen=True)
 class TrajectoryDataConfig:
     """What the student regresses onto: ``trajectories`` (an ``ode`` output directory) or
     ``latents`` (a ``reverie encode`` directory: the data-forced variant, module docstring)
-    with its clip settings (``LatentDataConfig``'s meaning); global micro-batch size,
+    with its clip settings (``LatentClipsConfig``'s meaning); global micro-batch size,
     epoch-order seed, workers."""
 
     trajectories: Path | None = None
@@ -136,9 +161,9 @@ class TrajectoryDataConfig:
         if (self.trajectories is None) == (self.latents is None):
             raise ValueError("give exactly one of data.trajectories and data.latents")
 
-    def latent_data(self) -> LatentDataConfig:
-        """The ``LatentDataConfig`` of the data-forced variant."""
-        return LatentDataConfig(
+    def latent_data(self) -> LatentClipsConfig:
+        """The ``LatentClipsConfig`` of the data-forced variant."""
+        return LatentClipsConfig(
             latents=self.latents,
             resolution=self.resolution,
             clip_latent_frames=self.clip_latent_frames,
@@ -151,13 +176,14 @@ class TrajectoryDataConfig:
 
 
 @dataclass(frozen=True)
-class StudentConfig:
+class StudentStageConfig:
     """Experiment config of the ``student`` stage.
 
     Attributes:
         teacher: a ``teacher`` run or checkpoint directory; its weights (EMA when present)
             initialise the student, whose ``model`` must be the same backbone.
-        model: the backbone (``init`` must stay null: the teacher initialises the student).
+        model: the backbone. The teacher's weights initialise the student unless ``init``
+            names other weights of the same backbone (an earlier student, to warm-start).
         frames_per_block: latent frames per causal block.
         schedule: the student's few-step times; must match the trajectories'.
         text: the text encoder and the empty-text probability (MAG §3.2; default 0).
@@ -192,10 +218,10 @@ class StudentStage(SingleModuleStage):
 
     key = "student"
 
-    config_class = StudentConfig
+    config_class = StudentStageConfig
 
     @classmethod
-    def check_config(cls, config: StudentConfig, dist: DistContext) -> None:
+    def check_config(cls, config: StudentStageConfig, dist: DistContext) -> None:
         """The teacher is the same backbone; the trajectories' times match ``schedule``, their
         length splits into blocks and they fit the model; the batch splits over the ranks.
 
@@ -206,10 +232,10 @@ class StudentStage(SingleModuleStage):
             backbone = config.backbone()
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"model.preset/model.overrides/frames_per_block: {e}") from e
-        if config.model.init is not None:
-            raise ValueError("model.init must be null: the student starts from `teacher`")
+        if config.model.init is not None and not Path(config.model.init).exists():
+            raise FileNotFoundError(f"model.init: nothing at {config.model.init}")
         ckpt, stored = resolve_checkpoint(config.teacher, "teacher")
-        teacher = from_dict(TeacherConfig, stored).model.backbone()
+        teacher = stored_stage_config("teacher", stored).backbone()
         check_same_backbone(teacher, backbone, f"teacher checkpoint {ckpt}")
         if config.loss_weighting == "pixel":
             if config.data.latents is None:
@@ -232,7 +258,7 @@ class StudentStage(SingleModuleStage):
         cls._check_blocks(config, index["settings"]["clip_latent_frames"], dist)
 
     @staticmethod
-    def _check_blocks(config: StudentConfig, frames: int, dist: DistContext) -> None:
+    def _check_blocks(config: StudentStageConfig, frames: int, dist: DistContext) -> None:
         """The clip splits into blocks, ``max_noisy_blocks`` fits, the batch splits."""
         fpb = config.frames_per_block
         if frames % fpb:
@@ -243,12 +269,14 @@ class StudentStage(SingleModuleStage):
         if config.data.batch_size % dist.world_size:
             raise ValueError(f"data.batch_size={config.data.batch_size} does not split over ranks")
 
-    def __init__(self, config: StudentConfig, dist: DistContext) -> None:
+    def __init__(self, config: StudentStageConfig, dist: DistContext) -> None:
         super().__init__(config, dist)
         model = WanDiT(config.backbone())
         teacher, _ = load_teacher(config.teacher)
         model.load_state_dict(teacher.state_dict())  # same names: attention has no weights
         del teacher
+        if config.model.init is not None:  # warm start from an earlier student
+            load_init_weights(model, config.model.init)
         self.text = build_text_encoder(config.text, model.config.text_dim)
         self.student = self.train_module(dist.wrap(model, fsdp_units=model.blocks), config.optim)
         if config.data.latents is not None:
@@ -277,6 +305,42 @@ class StudentStage(SingleModuleStage):
         indices; returns ``(B, T, C, h, w)``.
         """
         return latents
+
+    def memorized_prefix(self, batch_size: int, num_frames: int) -> torch.Tensor:
+        """Draw the memorized prefix of each sample (``hybrid.min/max_memorized_frames``),
+        CPU RNG.
+
+        Shapes: returns ``(B, T)`` bool, True on the first ``P`` latent frames (whole blocks;
+        frame 0 always; the last block is always generated when ``T`` holds two blocks).
+        """
+        hybrid, fpb = self.config.hybrid, self.config.frames_per_block
+        low = min(hybrid.min_memorized_frames, num_frames - 1)
+        high = min(hybrid.max_memorized_frames or num_frames - 1, num_frames - 1)
+        p = torch.randint(low, max(low, high) + 1, (batch_size,))  # (B,)
+        p = (p + fpb - 1) // fpb * fpb  # whole blocks, at least one left to generate
+        p = p.clamp(max=max(fpb, (num_frames - 1) // fpb * fpb))
+        return torch.arange(num_frames)[None] < p[:, None]  # (B, T)
+
+    @torch.no_grad()
+    def rollout_context(
+        self, context: torch.Tensor, text: torch.Tensor, clip: LatentClip | OdeClip
+    ) -> torch.Tensor:
+        """The context with every frame after the memorized prefix replaced by the student's
+        own one-step sample, by ``hybrid.rollout_depth`` Jacobi passes (``HybridForcingConfig``).
+
+        Shapes: context ``(B, T, C, h, w)`` real latents, text ``(B, L, D)``; returns
+        ``(B, T, C, h, w)`` (no gradient).
+        """
+        b, frames = context.shape[:2]
+        memorized = self.memorized_prefix(b, frames).to(context.device)[..., None, None, None]
+        noise = torch.randn_like(context)
+        t = torch.full((b, frames), self.times[0].item(), device=context.device)  # (B, T)
+        generated = context
+        for _ in range(self.config.hybrid.rollout_depth):
+            v = self.student(noise, t, text, clean=generated, **conditioning(clip))
+            x0 = x0_from_velocity(noise, v.float(), t)  # (B, T, C, h, w)
+            generated = torch.where(memorized, context, x0)
+        return generated
 
     def hybrid_split(self, batch_size: int, num_frames: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Draw the noisy blocks and their student-time indices (steps 1 and 3), CPU RNG.
@@ -314,11 +378,13 @@ class StudentStage(SingleModuleStage):
             x_noisy = clip.trajectory[rows, step, frame_idx]  # (B, T, C, h, w): ODE state at t_j
         positions = torch.arange(frames, device=device)
         context = self.compress_context(x0, positions)  # (B, T, C, h, w)
+        captions = empty_text_dropout(clip.caption, self.config.text.dropout)
+        text = encode_text(self.text, captions, device)  # (B, L, D)
+        if self.config.hybrid.rollout_depth:
+            context = self.rollout_context(context, text, clip)
         mask = noisy[:, :, None, None, None]  # (B, T, 1, 1, 1)
         x_in = torch.where(mask, x_noisy, context)
         t = torch.where(noisy, times, torch.zeros_like(times))  # (B, T)
-        captions = empty_text_dropout(clip.caption, self.config.text.dropout)
-        text = encode_text(self.text, captions, device)  # (B, L, D)
         clean = context if self.config.hybrid.teacher_forcing else None  # (all blocks noisy)
         v = self.student(x_in, t, text, clean=clean, **conditioning(clip))  # (B, T, C, h, w)
         x0_pred = x0_from_velocity(x_in, v.float(), t)

@@ -75,7 +75,7 @@ class ToyDataConfig:
 
 
 @dataclass(frozen=True)
-class ToyConfig:
+class ToyStageConfig:
     """Experiment config of the ``toy`` stage."""
 
     trainer: TrainerConfig
@@ -136,10 +136,10 @@ class ToyStage(SingleModuleStage):
 
     key = "model"
 
-    config_class = ToyConfig
+    config_class = ToyStageConfig
 
     @classmethod
-    def check_config(cls, config: ToyConfig, dist: DistContext) -> None:
+    def check_config(cls, config: ToyStageConfig, dist: DistContext) -> None:
         """``data.batch_size`` divisible by the world size; ``data.dataset`` (if set) has
         ``data.resolution``."""
         if config.data.batch_size % dist.world_size:
@@ -150,7 +150,7 @@ class ToyStage(SingleModuleStage):
         if config.data.dataset is not None:
             check_dataset(config.data.dataset, config.data.resolution)
 
-    def __init__(self, config: ToyConfig, dist: DistContext) -> None:
+    def __init__(self, config: ToyStageConfig, dist: DistContext) -> None:
         super().__init__(config, dist)
         self.model = self.train_module(dist.wrap(ToyMLP(config.model)), config.optim)
         self.dataset = SyntheticRegression(config.model, config.data)

@@ -1,4 +1,4 @@
-"""Block-causal streaming loop (Self Forcing inference) with a tiny WanDiT and a KV cache."""
+"""The block rollout (Self Forcing inference and training) with a tiny WanDiT and a KV cache."""
 
 from __future__ import annotations
 
@@ -6,14 +6,17 @@ import pytest
 import torch
 
 from reverie.diffusion import (
+    BlockInputs,
     FewStepSchedule,
-    generate_blocks,
+    block_spans,
     noisy_sample,
+    rollout,
     split_per_block,
-    stream_blocks,
     video_frame_range,
     x0_from_velocity,
 )
+from reverie.memory import WriteSpec, get_policy
+from reverie.memory.full import FullPolicy
 from reverie.models import AttentionConfig, AttentionMode, WanDiT, WanDiTConfig
 from reverie.models.conditioning import ActionEncoderConfig, PoseEncoderConfig
 
@@ -63,22 +66,59 @@ def _conditioning(batch: int, generator: torch.Generator):
     return context, actions, (rotation, centre)
 
 
-def _stream(model, context, actions, poses, seed: int, **kwargs):
+def _generate(model, cache, context, *, actions=None, poses=None, seed=0, policy=None, **kw):
+    """`rollout` over NUM_BLOCKS blocks from frame 0; returns the concatenated latents."""
+    fpb = FRAMES_PER_BLOCK
+    spans = block_spans(0, NUM_BLOCKS * fpb, fpb)
+    blocks = [
+        BlockInputs(
+            context,
+            actions=None if actions is None else actions[b],
+            poses=None if poses is None else poses[b],
+        )
+        for b in range(NUM_BLOCKS)
+    ]
+    like = torch.empty(context.shape[0], fpb, CHANNELS, *LATENT_SIZE)
+    outputs = rollout(
+        model,
+        cache,
+        FullPolicy() if policy is None else policy,
+        blocks,
+        spans,
+        FewStepSchedule().times,
+        like,
+        generator=torch.Generator().manual_seed(seed),
+        **kw,
+    )
+    return torch.cat([out.latents for out in outputs], dim=1)
+
+
+def _stream(model, context, actions, poses, seed: int, policy=None):
     cache = model.new_cache()
-    latents = generate_blocks(
+    latents = _generate(
         model,
         cache,
         context,
-        num_blocks=NUM_BLOCKS,
-        latent_size=LATENT_SIZE,
-        generator=torch.Generator().manual_seed(seed),
+        seed=seed,
         actions=split_per_block(actions, NUM_BLOCKS, FRAMES_PER_BLOCK),
         poses=list(
             zip(*(split_per_block(p, NUM_BLOCKS, FRAMES_PER_BLOCK) for p in poses), strict=True)
         ),
-        **kwargs,
+        policy=policy,
     )
     return latents, cache
+
+
+class RecordingPolicy(FullPolicy):
+    """`full`, recording (block count, cache frames) after every write."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sizes: list[tuple[int, int]] = []
+
+    def after_write(self, cache, latents) -> None:
+        super().after_write(cache, latents)
+        self.sizes.append((len(self.sizes), cache.num_frames))
 
 
 def test_video_frame_ranges() -> None:
@@ -131,19 +171,18 @@ def test_streaming_equals_block_causal_full_forward(model) -> None:
 @torch.no_grad()
 def test_streaming_is_seeded_and_cache_grows_per_block(model) -> None:
     context, actions, poses = _conditioning(1, torch.Generator().manual_seed(0))
-    sizes: list[tuple[int, int]] = []
-    hook = lambda cache, index, x0: sizes.append((index, cache.num_frames))  # noqa: E731
-    first, _ = _stream(model, context, actions, poses, seed=3, after_block=hook)
+    recording = RecordingPolicy()
+    first, _ = _stream(model, context, actions, poses, seed=3, policy=recording)
     second, _ = _stream(model, context, actions, poses, seed=3)
     other, _ = _stream(model, context, actions, poses, seed=4)
     assert torch.equal(first, second) and not torch.equal(first, other)
-    assert sizes == [(b, (b + 1) * FRAMES_PER_BLOCK) for b in range(NUM_BLOCKS)]
+    assert recording.sizes == [(b, (b + 1) * FRAMES_PER_BLOCK) for b in range(NUM_BLOCKS)]
 
 
 @torch.no_grad()
 def test_loop_structure_and_memory_hook(model) -> None:
     """5 DiT passes per block (4 reads, 1 write at t = 0); the engine owns frame offsets even
-    when the hook evicts frames (a rolling window of one block)."""
+    when the policy evicts frames (a rolling window of one block)."""
     calls: list[tuple[float, bool, int]] = []
     original = model.forward
 
@@ -153,21 +192,12 @@ def test_loop_structure_and_memory_hook(model) -> None:
 
     model.forward = recording
     try:
-        evict = lambda cache, index, x0: cache.select_frames(range(cache.num_frames)[-2:])  # noqa: E731
-        blocks = list(
-            stream_blocks(
-                model,
-                model.new_cache(),
-                torch.randn(1, 5, 12),
-                num_blocks=NUM_BLOCKS,
-                latent_size=LATENT_SIZE,
-                generator=torch.Generator().manual_seed(0),
-                after_block=evict,
-            )
-        )
+        policy = get_policy("window", window_frames=FRAMES_PER_BLOCK, sink_frames=0)
+        latents = _generate(model, model.new_cache(), torch.randn(1, 5, 12), policy=policy)
     finally:
         del model.forward
-    assert len(blocks) == NUM_BLOCKS and len(calls) == NUM_BLOCKS * 5
+    assert latents.shape[1] == NUM_BLOCKS * FRAMES_PER_BLOCK
+    assert len(calls) == NUM_BLOCKS * 5
     times = FewStepSchedule().times
     for b in range(NUM_BLOCKS):
         block_calls = calls[5 * b : 5 * (b + 1)]
@@ -177,22 +207,47 @@ def test_loop_structure_and_memory_hook(model) -> None:
 
 
 def test_per_block_conditioning_length_is_checked(model) -> None:
-    with pytest.raises(ValueError, match="actions has 1 blocks"):
-        generate_blocks(
-            model,
-            model.new_cache(),
-            torch.randn(1, 5, 12),
-            num_blocks=2,
-            latent_size=LATENT_SIZE,
-            actions=[torch.zeros(1, 5, 13)],
+    blocks = [BlockInputs(torch.randn(1, 5, 12), actions=torch.zeros(1, 5, 13))]
+    with pytest.raises(ValueError, match="1 blocks need as many spans"):
+        next(
+            rollout(
+                model,
+                model.new_cache(),
+                FullPolicy(),
+                blocks,
+                block_spans(0, 2 * FRAMES_PER_BLOCK, FRAMES_PER_BLOCK),
+                FewStepSchedule().times,
+                torch.empty(1, FRAMES_PER_BLOCK, CHANNELS, *LATENT_SIZE),
+            )
         )
 
 
+def test_block_spans_follow_the_block_grid() -> None:
+    assert block_spans(1, 7, 3) == [(1, 3), (3, 6), (6, 7)]
+    assert block_spans(0, 4, 2) == [(0, 2), (2, 4)]
+    with pytest.raises(ValueError, match="start_frame"):
+        block_spans(3, 3, 1)
+
+
+class EmptyTextWriterPolicy(FullPolicy):
+    """A window of one block whose cache write runs a separate writer with empty text."""
+
+    def __init__(self, writer) -> None:
+        super().__init__()
+        self.writer = writer
+        self.window = get_policy("window", window_frames=FRAMES_PER_BLOCK, sink_frames=0)
+
+    @property
+    def write_spec(self) -> WriteSpec:
+        return WriteSpec(model=self.writer, empty_text=True)
+
+    def after_write(self, cache, latents) -> None:
+        self.window.after_write(cache, latents)
+
+
 @torch.no_grad()
-def test_memory_policy_plugs_into_the_hook(model) -> None:
-    """A `reverie.memory` policy through `after_block` and a separate writer with empty text."""
-    memory = pytest.importorskip("reverie.memory")
-    policy = memory.get_policy("window", window_frames=FRAMES_PER_BLOCK, sink_frames=0)
+def test_memory_policy_plugs_into_the_write(model) -> None:
+    """A policy's separate writer with the empty prompt (MAG §3.3) runs every cache write."""
     writes: list[int] = []
     original = model.forward
 
@@ -201,16 +256,20 @@ def test_memory_policy_plugs_into_the_hook(model) -> None:
         return original(x, t, context, **kwargs)
 
     cache = model.new_cache()
-    latents = generate_blocks(
+    policy = EmptyTextWriterPolicy(writer)
+    empty = torch.zeros(1, 5, 12)
+    fpb = FRAMES_PER_BLOCK
+    blocks = [BlockInputs(torch.randn(1, 5, 12), empty) for _ in range(NUM_BLOCKS)]
+    outputs = rollout(
         model,
         cache,
-        torch.randn(1, 5, 12),
-        num_blocks=NUM_BLOCKS,
-        latent_size=LATENT_SIZE,
+        policy,
+        blocks,
+        block_spans(0, NUM_BLOCKS * fpb, fpb),
+        FewStepSchedule().times,
+        torch.empty(1, fpb, CHANNELS, *LATENT_SIZE),
         generator=torch.Generator().manual_seed(0),
-        writer=writer,
-        write_context=torch.zeros(1, 5, 12),
-        after_block=lambda cache, index, x0: policy.after_write(cache, x0),
     )
-    assert latents.shape[1] == NUM_BLOCKS * FRAMES_PER_BLOCK and writes == [1] * NUM_BLOCKS
+    latents = torch.cat([out.latents for out in outputs], dim=1)
+    assert latents.shape[1] == NUM_BLOCKS * fpb and writes == [1] * NUM_BLOCKS
     assert cache.frame_indices == [4, 5]  # the window holds the newest block only

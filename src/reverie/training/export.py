@@ -1,13 +1,16 @@
 """Package training runs into a `WorldModel` directory (the last step of the tiny recipe).
 
-    python -m reverie.engine.export --vae runs/default/vae --latents runs/default/latents \
+    python -m reverie.training.export --vae runs/default/vae --latents runs/default/latents \
         --student runs/default/student [--mag runs/default/mag] \
         [--retrieval runs/default/retrieval] --out src/reverie/assets/default
 
 The student's EMA weights become `dit/`; the VAE gets the per-channel latent mean/std that
 `reverie encode` measured folded into its config, so `VideoVAE.encode` returns exactly the
 standardised latents the teacher and student were trained on; `metres_per_unit` is the median
-RELIC scale d-bar (Algorithm 1) of the encoded episodes.
+RELIC scale d-bar (Algorithm 1) of the encoded episodes. Each `--<stage>` run of a stage that
+trains a learned memory component (`Stage.component`: `mag` MAG's memory model, `retrieval`
+the LongLive-RAG embedder) becomes that component (`Stage.export_component`), saved with the
+`reverie.memory.Component` its policy declares.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +28,11 @@ from reverie.engine.config import WorldModelConfig
 from reverie.engine.world_model import WorldModel
 from reverie.models import WanDiT
 from reverie.models.state_dicts import load_state_dict_checked
+from reverie.training.checkpoint import latest_checkpoint, read_checkpoint_config
+from reverie.training.common import resolve_weights, stored_stage_config
+from reverie.training.encode import load_trained_vae
+from reverie.training.latents import read_index, read_items
+from reverie.training.stage import get_stage, stage_names
 
 
 def run_summary(run_dir: Path) -> dict[str, Any]:
@@ -42,31 +51,30 @@ def run_summary(run_dir: Path) -> dict[str, Any]:
     return summary
 
 
+def component_stages() -> list[str]:
+    """The registered stages whose runs train a packaged memory component, sorted."""
+    return [name for name in stage_names() if get_stage(name).component is not None]
+
+
 def export(
     *,
     vae: Path,
     latents: Path,
     student: Path,
     out: Path,
-    mag: Path | None = None,
-    retrieval: Path | None = None,
-    mag_block_frames: int = 3,
+    component_runs: Mapping[str, Path] | None = None,
     provenance: dict[str, Any] | None = None,
 ) -> WorldModel:
     """Build the `WorldModel` from the runs and `save_pretrained` it to `out`.
 
-    Raises:
-        FileNotFoundError / ValueError: a missing run, unfinished encode, misfit weights.
-    """
-    from reverie.config_utils import from_dict
-    from reverie.training.checkpoint import latest_checkpoint, read_checkpoint_config
-    from reverie.training.encode import load_trained_vae
-    from reverie.training.latents import read_index, read_items
-    from reverie.training.stages.dmd import resolve_weights
-    from reverie.training.stages.mag import load_memory_model
-    from reverie.training.stages.retrieval import load_retrieval_embedder
-    from reverie.training.stages.student import StudentConfig
+    Args:
+        component_runs: training runs by stage name, for stages of `component_stages()`
+            (e.g. `{"mag": Path("runs/mag"), "retrieval": Path("runs/retrieval")}`).
 
+    Raises:
+        FileNotFoundError / ValueError: a missing run, unfinished encode, misfit weights, a
+            stage that trains no component.
+    """
     index = read_index(latents, "latents")
     if "latent_mean" not in index:
         raise ValueError(f"{latents}: encode has not finished (no latent statistics)")
@@ -75,14 +83,18 @@ def export(
 
     weights, backbone = resolve_weights(Path(student), "student")
     ckpt = latest_checkpoint(Path(student)) or Path(student)
-    stored = from_dict(StudentConfig, read_checkpoint_config(ckpt)["config"])
+    stored = stored_stage_config("student", read_checkpoint_config(ckpt)["config"])
     dit = WanDiT(backbone)
     load_state_dict_checked(dit, load_file(str(weights)))
 
     scales = [meta["action_scale"] for _, meta in read_items(latents, index)]
-    memory_model = None if mag is None else load_memory_model(mag, ema=False)
-    embedder = None if retrieval is None else load_retrieval_embedder(retrieval)
-    memory = {"mag": {"block_frames": mag_block_frames}} if memory_model is not None else {}
+    components, memory = {}, {}
+    for name, run in (component_runs or {}).items():
+        stage = get_stage(name)
+        if stage.component is None:
+            raise ValueError(f"stage {name!r} trains no component; use {component_stages()}")
+        components[stage.component], options = stage.export_component(Path(run))
+        memory.update(options)
     cfg = WorldModelConfig(
         resolution=index["settings"]["resolution"][0],
         fps=int(index.get("fps", 16)),
@@ -94,9 +106,7 @@ def export(
         memory=memory,
         provenance=provenance or {},
     )
-    model = WorldModel(
-        cfg, dit, packaged_vae, memory_model=memory_model, retrieval_embedder=embedder
-    )
+    model = WorldModel(cfg, dit, packaged_vae, components=components)
     model.save_pretrained(out)
     return model
 
@@ -106,22 +116,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--vae", type=Path, required=True)
     p.add_argument("--latents", type=Path, required=True)
     p.add_argument("--student", type=Path, required=True)
-    p.add_argument("--mag", type=Path)
-    p.add_argument("--retrieval", type=Path)
+    for name in component_stages():
+        component = get_stage(name).component
+        p.add_argument(f"--{name}", type=Path, help=f"a {name} run (packages its {component})")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--provenance", type=Path, help="JSON file merged into the provenance")
     args = p.parse_args(argv)
     provenance: dict[str, Any] = {}
     if args.provenance is not None:
         provenance.update(json.loads(args.provenance.read_text()))
-    runs = {"vae": args.vae, "student": args.student, "mag": args.mag, "retrieval": args.retrieval}
-    provenance["runs"] = {k: run_summary(v) for k, v in runs.items() if v is not None}
+    component_runs = {
+        name: vars(args)[name] for name in component_stages() if vars(args)[name] is not None
+    }
+    runs = {"vae": args.vae, "student": args.student, **component_runs}
+    provenance["runs"] = {k: run_summary(v) for k, v in runs.items()}
     export(
         vae=args.vae,
         latents=args.latents,
         student=args.student,
-        mag=args.mag,
-        retrieval=args.retrieval,
+        component_runs=component_runs,
         out=args.out,
         provenance=provenance,
     )
