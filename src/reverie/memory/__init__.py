@@ -11,7 +11,7 @@ Policies share one protocol (`MemoryPolicy`) and are registered by name (STYLE Â
 | `retrieval` | sink + top-k history frames by embedding cosine + window | LongLive-RAG 2606.02553 |
 
 The engine owns the `KVCache` and the policy and, per block, runs its denoising passes on the
-cache, then `write_block(policy, cache, generator, clean_block, text, ...)`, which runs the
+cache, then `write_block(policy, cache, model, clean_block, text, ...)`, which runs the
 write pass with the policy's writer and calls `policy.after_write(cache, clean_block)`.
 
     policy = get_policy("relic", window_frames=6)

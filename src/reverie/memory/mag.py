@@ -10,7 +10,7 @@ frames back from the kept K/V), so memory fidelity is measurable by reconstructi
 Here:
 - `MagPolicy.write_spec` tells the engine to write with `writer` (the memory model; None =
   the generator itself, e.g. before a memory model is trained) and the empty prompt
-  (`write_with_empty_text`); `reverie.memory.write_block(policy, cache, generator, x0, text,
+  (`write_with_empty_text`); `reverie.memory.write_block(policy, cache, model, x0, text,
   empty_context=...)` performs MAG's cache write for a clean block.
 - `after_write` keeps the last frame of the block just written (the block is the `T` frames
   the engine passed), at its true absolute position; the rest of the block is dropped.

@@ -7,8 +7,8 @@ arXiv 2506.08009 §3, three nested loops):
 
     for block in blocks:                                     # (1) latent blocks
         for t in denoising_times:                            # (2) denoising passes
-            v = generator(x_t, t, text, cache=cache)         #     read-only: cache = context
-        write_block(policy, cache, generator, x0, text, ...) # (3) cache write of the clean block:
+            v = model(x_t, t, text, cache=cache)             #     read-only: cache = context
+        write_block(policy, cache, model, x0, text, ...)     # (3) cache write of the clean block:
             # the writer (policy.write_spec: generator, or MAG's memory model with empty text)
             # appends the block's K/V, then policy.after_write(cache, x0) evicts / pools /
             # offloads / retrieves, leaving the cache exactly as the next block must see it.

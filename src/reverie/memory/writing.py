@@ -19,7 +19,7 @@ from reverie.models.wan_dit import WanDiT
 def write_block(
     policy: MemoryPolicy,
     cache: KVCache,
-    generator: WanDiT,
+    model: WanDiT,
     latents: torch.Tensor,
     context: torch.Tensor,
     *,
@@ -31,7 +31,7 @@ def write_block(
 ) -> None:
     """Write a clean block into the cache with the policy's writer, then apply the policy.
 
-    Steps: (1) pick the writer (`policy.write_spec.model`, else the generator) and the text
+    Steps: (1) pick the writer (`policy.write_spec.model`, else `model`) and the text
     (the empty prompt if `write_spec.empty_text`, MAG §3.3); (2) one forward of the writer on
     the clean block at flow time `context_time` with `write_cache=True`, attending to the
     current cache (the block lands at latent frame `frame_offset`, default `cache.next_frame`;
@@ -52,7 +52,7 @@ def write_block(
             the model / policy on inconsistent shapes.
     """
     spec = policy.write_spec
-    writer = generator if spec.model is None else spec.model
+    writer = model if spec.model is None else spec.model
     text = context
     if spec.empty_text:
         if empty_context is None:
