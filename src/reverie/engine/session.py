@@ -5,9 +5,10 @@
     frames = session.observe(real_frames, actions)    # write real frames into memory
 
 One `Session.step` is one block of the block-causal student (RELIC §4.2, Self Forcing
-arXiv 2506.08009 Algorithm 2): `len(timesteps)` denoising passes that read the KV cache, one
-cache-write pass on the clean block through the memory policy (`reverie.memory.write_block`:
-MAG's memory model and empty text where the policy says so, then `after_write`), and a
+arXiv 2506.08009 Algorithm 2, `reverie.diffusion.rollout_block`): `len(timesteps)` denoising
+passes that read the KV cache, one cache-write pass on the clean block through the memory
+policy (`write_denoised`, the same write as `observe`: MAG's memory model and empty text where
+the policy says so, then `after_write`), and a
 streaming VAE decode of the block's latent frames into `4 * frames_per_block` video frames.
 The session owns the cache, the policy, the RNG and all positions; poses are integrated from
 the actions (RELIC §4.1.2) with translation scaled by `gamma * metres_per_unit`.
@@ -30,9 +31,9 @@ from reverie.camera.actions import (
     actions_to_poses,
     names_to_action,
 )
-from reverie.diffusion.rollout import BlockInputs, rollout_block
+from reverie.diffusion.rollout import BlockInputs, rollout_block, write_denoised
 from reverie.engine.images import video_to_uint8
-from reverie.memory import MemoryPolicy, write_block
+from reverie.memory import MemoryPolicy
 from reverie.models import KVCache
 
 if TYPE_CHECKING:
@@ -73,6 +74,13 @@ class Session:
         self.empty_context = model.encode_prompt("") if policy.write_spec.empty_text else None
         self.cache: KVCache = model.dit.new_cache()
         self.generator = torch.Generator(device=model.device).manual_seed(seed)
+        dit = model.dit
+        self._block = torch.empty(  # (1, fpb, C, h, w): a generated block's shape, dtype, device
+            (self.context.shape[0], dit.config.attention.frames_per_block)
+            + (dit.config.in_channels, *model.latent_size),
+            dtype=next(dit.parameters()).dtype,
+            device=next(dit.parameters()).device,
+        )
         self._decoder = model.vae.start_decoding()
         self._encoder = model.vae.start_encoding()
         self._actions: list[np.ndarray] = []  # (13,) per video frame
@@ -192,17 +200,15 @@ class Session:
     def _write(self, latents: torch.Tensor, actions, R, P) -> None:
         a, pose = self._conditioning(actions, R, P)
         tic = time.perf_counter()
-        write_block(
-            self.policy,
-            self.cache,
+        write_denoised(
             self.model.dit,
-            latents.to(next(self.model.dit.parameters()).dtype),
-            self.context,
-            empty_context=self.empty_context,
-            actions=a,
-            poses=pose,
-            context_time=self.model.config.context_noise,
-            frame_offset=self.latent_frames,
+            self.cache,
+            self.policy,
+            latents.to(self._block.dtype),
+            BlockInputs(self.context, self.empty_context, a, pose),
+            self.latent_frames,
+            context_noise=self.model.config.context_noise,
+            generator=self.generator,
         )
         self.timings["denoise_s"] += time.perf_counter() - tic
         self.latent_frames += latents.shape[1]
@@ -255,21 +261,14 @@ class Session:
         R, P = self._integrate(a)
         cond_a, cond_pose = self._conditioning(a, R, P)
         start = time.perf_counter()
-        dit = self.model.dit
-        parameter = next(dit.parameters())
-        fpb = dit.config.attention.frames_per_block
-        like = torch.empty(  # (1, fpb, C, h, w): the block's shape, dtype, device
-            (self.context.shape[0], fpb, dit.config.in_channels, *self.model.latent_size),
-            dtype=parameter.dtype,
-            device=parameter.device,
-        )
+        fpb = self._block.shape[1]
         block = rollout_block(
-            dit,
+            self.model.dit,
             self.cache,
             self.policy,
             BlockInputs(self.context, self.empty_context, cond_a, cond_pose),
             self.model.schedule.times,
-            like,
+            self._block,
             (self.latent_frames, self.latent_frames + fpb),
             context_noise=self.model.config.context_noise,
             generator=self.generator,
