@@ -193,3 +193,31 @@ def test_unknown_stage_and_a_dataset_of_another_resolution(tmp_path):
         tmp_path / "run", f"data.dataset={ds}", "data.resolution=32", "trainer.max_steps=1"
     )
     assert result.step == 1
+
+
+def test_lr_schedule_warms_up_decays_by_cosine_and_holds():
+    param = nn.Parameter(torch.zeros(1))
+    opt, sched = build_optimizer(
+        [param], OptimConfig(lr=1.0, warmup_steps=4, decay_steps=12, final_lr_fraction=0.1)
+    )
+    rates = []
+    for _ in range(16):
+        rates.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert rates[:4] == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    middle = 0.1 + 0.9 * 0.5 * (1 + torch.cos(torch.tensor(torch.pi * 4 / 8)).item())
+    assert rates[8] == pytest.approx(middle)  # halfway through the decay: 0.55
+    assert all(a >= b for a, b in zip(rates[3:], rates[4:], strict=False))
+    assert rates[12:] == pytest.approx([0.1] * 4)  # held at the final rate
+
+
+def test_constant_lr_without_decay_steps():
+    param = nn.Parameter(torch.zeros(1))
+    opt, sched = build_optimizer([param], OptimConfig(lr=0.5, warmup_steps=2))
+    rates = []
+    for _ in range(5):
+        rates.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert rates == pytest.approx([0.25, 0.5, 0.5, 0.5, 0.5])

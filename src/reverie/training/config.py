@@ -9,6 +9,7 @@ A stage's experiment config is one frozen dataclass that composes these with its
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -81,7 +82,7 @@ class TrainerConfig:
 
 @dataclass(frozen=True)
 class OptimConfig:
-    """AdamW with linear warm-up.
+    """AdamW with linear warm-up and an optional cosine decay.
 
     Attributes:
         lr: peak learning rate.
@@ -89,6 +90,11 @@ class OptimConfig:
         weight_decay: decoupled weight decay.
         eps: Adam epsilon.
         warmup_steps: linear warm-up from ``lr / warmup_steps`` to ``lr`` (0: constant lr).
+        decay_steps: after the warm-up, cosine decay from ``lr`` to ``final_lr_fraction * lr``
+            over this many optimizer steps, then held there (0: no decay). Counted from the
+            start of the run, warm-up included, so a run of ``decay_steps`` steps ends at the
+            final rate.
+        final_lr_fraction: the decayed rate as a fraction of ``lr``, in [0, 1].
     """
 
     lr: float = 1e-4
@@ -96,6 +102,8 @@ class OptimConfig:
     weight_decay: float = 0.0
     eps: float = 1e-8
     warmup_steps: int = 0
+    decay_steps: int = 0
+    final_lr_fraction: float = 0.1
 
     def __post_init__(self) -> None:
         if not self.lr > 0:
@@ -104,12 +112,20 @@ class OptimConfig:
             raise ValueError(f"betas must be in [0, 1), got {self.betas}")
         if self.warmup_steps < 0:
             raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
+        if self.decay_steps < 0:
+            raise ValueError(f"decay_steps must be >= 0, got {self.decay_steps}")
+        if self.decay_steps and self.decay_steps <= self.warmup_steps:
+            raise ValueError(
+                f"decay_steps ({self.decay_steps}) must exceed warmup_steps ({self.warmup_steps})"
+            )
+        if not 0.0 <= self.final_lr_fraction <= 1.0:
+            raise ValueError(f"final_lr_fraction must be in [0, 1], got {self.final_lr_fraction}")
 
 
 def build_optimizer(
     params, cfg: OptimConfig
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
-    """AdamW over ``params`` and its warm-up schedule (stepped once per optimizer step).
+    """AdamW over ``params`` and its warm-up / decay schedule (stepped once per optimizer step).
 
     Args:
         params: an iterable of parameters or parameter groups (``module.parameters()``).
@@ -122,9 +138,14 @@ def build_optimizer(
     opt = torch.optim.AdamW(
         params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay
     )
-    warmup = cfg.warmup_steps
+    warmup, decay, final = cfg.warmup_steps, cfg.decay_steps, cfg.final_lr_fraction
 
     def factor(step: int) -> float:
-        return min(1.0, (step + 1) / warmup) if warmup else 1.0
+        if warmup and step + 1 < warmup:
+            return (step + 1) / warmup
+        if not decay:
+            return 1.0
+        progress = min(1.0, max(0.0, (step - warmup) / (decay - warmup)))
+        return final + (1.0 - final) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
