@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from reverie.cli import main
+from reverie.engine import WorldModel
 from reverie.evaluation.probe import PoseProbe, PoseProbeConfig, save_probe
 
 
@@ -40,3 +41,31 @@ def test_speed_command(tmp_path, capsys):
     assert tokens == sorted(tokens) and full["max_cache_tokens"] == tokens[-1]
     assert np.isfinite(r["policies"]["window"]["realtime_factor"])
     assert "FPS" in capsys.readouterr().out
+
+
+
+def test_speed_reports_windows_rss_and_stops_at_the_wall_limit(tmp_path):
+    out = tmp_path / "speed.json"
+    argv = ["eval", "speed", "--random", "--threads", "1", "--no-progress", "--minutes", "0.05"]
+    argv += ["--policies", "window", "--warmup-steps", "1", "--kv-dtype", "bf16"]
+    assert main(argv + ["--out", str(out)]) == 0
+    window = json.loads(out.read_text())["policies"]["window"]
+    first, last = window["first_minute"], window["last_minute"]
+    assert first["steps"] == window["steps"] - 1 == 11  # 3 s of video, warm-up step left out
+    assert first["to_s"] == last["to_s"] == window["seconds"] == 3.0 and last["from_s"] == 0.0
+    assert window["last_over_first_p50"] == 1.0 and not window["stopped_early"]
+    assert window["rss_1min_bytes"] is None and window["curve"][-1]["rss_bytes"] > 0
+    config = WorldModel.random().dit.config
+    per_token = config.num_layers * 2 * config.dim * 2  # K and V in bf16
+    assert window["final_cache_bytes"] == window["final_cache_tokens"] * per_token
+    limited = argv[:-4] + ["--policies", "full", "--wall-limit-minutes", "0.0001"]
+    assert main(limited + ["--out", str(out)]) == 0
+    full = json.loads(out.read_text())["policies"]["full"]
+    assert full["stopped_early"] and full["steps"] < 12
+
+
+def test_kv_dtype_names_match_the_engine():
+    from reverie.engine.world_model import KV_DTYPES
+    from reverie.evaluation.cli import KV_DTYPE_CHOICES
+
+    assert KV_DTYPE_CHOICES == tuple(KV_DTYPES)

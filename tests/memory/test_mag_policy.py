@@ -47,7 +47,7 @@ def test_the_memory_model_writes_with_empty_text(generator) -> None:
     text = torch.randn(1, TEXT_LEN, TEXT_DIM, generator=generator)
     empty = torch.zeros(1, 3, TEXT_DIM)
     block = torch.randn(1, 3, CHANNELS, HEIGHT, WIDTH, generator=generator)
-    cache = KVCache(2)
+    cache = memory_model.model.new_cache()
     with torch.no_grad():
         write_block(policy, cache, generator_model, block, text, empty_context=empty)
         expected = memory_model.model.new_cache()
@@ -66,7 +66,7 @@ def test_without_a_memory_model_the_generator_writes(generator) -> None:
     policy = MagPolicy(MagConfig(write_with_empty_text=False))
     text = torch.randn(1, TEXT_LEN, TEXT_DIM, generator=generator)
     block = torch.randn(1, 3, CHANNELS, HEIGHT, WIDTH, generator=generator)
-    cache = KVCache(2)
+    cache = model.model.new_cache()
     with torch.no_grad():
         write_block(policy, cache, model, block, text)
     assert model.texts == [text] and cache.frame_indices == [2]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -88,3 +89,51 @@ def test_memory_grows_about_six_times_slower_than_full(generator) -> None:
     assert 29_000 < cache.num_tokens < 33_000 and policy.num_tokens(cache) == cache.num_tokens
     small, _ = _stream(RelicPolicy(), 81, generator)
     assert 81 * 16 / small.num_tokens > 3.5
+
+
+def test_within_the_horizon_the_schedule_is_exact_and_past_it_tokens_grow_logarithmically(
+    generator,
+) -> None:
+    horizon, minutes = 80, 10
+    num_frames = minutes * 60 * 4 + 1  # 4 latent frames per second
+    bounded = RelicPolicy(RelicConfig(window_frames=6, horizon_frames=horizon))
+    cache, _ = _stream(bounded, num_frames, generator)
+    newest = cache.next_frame - 1
+    for frame in cache.frames:
+        age = newest - frame.index
+        if age <= horizon:  # the paper's rule, exactly
+            s = 1 if age < 6 else RELIC_SCHEDULE[frame.index % 18]
+            assert (frame.height, frame.width) == (4 // s, 4 // s), frame
+        elif frame.index == 0:
+            assert frame.num_tokens == 16  # the start image is never re-pooled
+        else:
+            assert frame.num_tokens == 1
+            assert frame.index % 2 ** math.ceil(math.log2(age / horizon)) == 0
+    assert set(range(newest - horizon, newest + 1)) <= set(cache.frame_indices)
+    octaves = math.ceil(math.log2(newest / horizon))
+    within = sum(f.num_tokens for f in cache.frames if newest - f.index <= horizon)
+    assert cache.num_tokens <= within + 16 + octaves * (horizon // 2 + 1)
+    assert cache.num_tokens < 700  # the paper's rule alone would hold about 6,400
+
+
+def test_max_tokens_caps_the_cache_by_dropping_the_oldest_long_range_frames(generator) -> None:
+    config = RelicConfig(window_frames=6, horizon_frames=40)
+    uncapped, _ = _stream(RelicPolicy(config), 600, torch.Generator().manual_seed(0))
+    capped, _ = _stream(RelicPolicy(dataclasses.replace(config, max_tokens=250)), 600, generator)
+    assert uncapped.num_tokens > 250 >= capped.num_tokens
+    newest = capped.next_frame - 1
+    assert set(range(newest - 40, newest + 1)) <= set(capped.frame_indices)  # horizon intact
+    assert capped.frame_indices[0] == 0
+    kept_long_range = [i for i in capped.frame_indices if 0 < i < newest - 40]
+    assert (
+        kept_long_range
+        == [i for i in uncapped.frame_indices if 0 < i < newest - 40][-len(kept_long_range) :]
+    )  # the newest long-range frames are the ones kept
+
+
+def test_the_horizon_can_be_switched_off(generator) -> None:
+    unbounded = RelicPolicy(RelicConfig(window_frames=6, horizon_frames=None))
+    cache, _ = _stream(unbounded, 300, generator)
+    assert cache.frame_indices == list(range(cache.next_frame))
+    with pytest.raises(ValueError, match="horizon_frames"):
+        RelicConfig(window_frames=6, horizon_frames=3)

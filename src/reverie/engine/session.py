@@ -65,6 +65,7 @@ class Session:
         gamma: float,
         seed: int,
         image_note: str | None = None,
+        kv_dtype: torch.dtype | None = None,
     ) -> None:
         if not (np.isfinite(gamma) and gamma > 0):
             raise ValueError(f"gamma must be finite and > 0, got {gamma}")
@@ -72,7 +73,7 @@ class Session:
         self.gamma, self.image_note = float(gamma), image_note
         self.context = model.encode_prompt(prompt)
         self.empty_context = model.encode_prompt("") if policy.write_spec.empty_text else None
-        self.cache: KVCache = model.dit.new_cache()
+        self.cache: KVCache = model.dit.new_cache(storage_dtype=kv_dtype)
         self.generator = torch.Generator(device=model.device).manual_seed(seed)
         dit = model.dit
         self._block = torch.empty(  # (1, fpb, C, h, w): a generated block's shape, dtype, device

@@ -399,6 +399,7 @@ class WorldModel:
         gamma: float = 1.0,
         seed: int = 0,
         memory_options: dict[str, Any] | None = None,
+        kv_dtype: str = "auto",
     ) -> Session:
         """Start a stream from one image and a prompt.
 
@@ -411,13 +412,36 @@ class WorldModel:
                 typical speed.
             seed: seed of all noise of this session.
             memory_options: overrides of the policy's config fields.
+            kv_dtype: KV-cache storage dtype (`KV_DTYPES`): "auto" (the model's compute
+                dtype), "fp32", "bf16" or "fp8" (E4M3 with a scale per token and head;
+                RELIC §4.5).
 
         Raises:
-            ValueError / FileNotFoundError: bad image, prompt, policy or gamma.
+            ValueError / FileNotFoundError: bad image, prompt, policy, gamma or kv_dtype.
         """
+        if kv_dtype not in KV_DTYPES:
+            raise ValueError(f"kv_dtype must be one of {', '.join(KV_DTYPES)}, got {kv_dtype!r}")
         frame, note = load_image(image, self.resolution)
         policy = self.make_policy(memory, **(memory_options or {}))
-        return Session(self, frame, prompt, policy, gamma=gamma, seed=seed, image_note=note)
+        return Session(
+            self,
+            frame,
+            prompt,
+            policy,
+            gamma=gamma,
+            seed=seed,
+            image_note=note,
+            kv_dtype=KV_DTYPES[kv_dtype],
+        )
+
+
+KV_DTYPES: dict[str, torch.dtype | None] = {
+    "auto": None,
+    "fp32": torch.float32,
+    "bf16": torch.bfloat16,
+    "fp8": torch.float8_e4m3fn,
+}
+"""KV-cache storage dtypes by name (`WorldModel.start(kv_dtype=...)`, `--kv-dtype`)."""
 
 
 def check_device(device: str | torch.device) -> torch.device:

@@ -131,6 +131,7 @@ def _add_revisit(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--min-gap", type=float, default=3.0, help="min seconds before a revisit")
     p.add_argument("--max-attempts", type=int, default=50, help="trajectory seeds per scene")
     p.add_argument("--prompt", choices=("caption", "empty"), default="caption")
+    _add_kv_dtype(p)
     p.add_argument(
         "--training-manifest",
         default=None,
@@ -150,6 +151,7 @@ def _revisit(args: argparse.Namespace) -> int:
         max_attempts=args.max_attempts,
         prompt=args.prompt,
         seed=args.seed,
+        kv_dtype=args.kv_dtype,
     )
     model = _heldout_model(args, cfg.scenes)
     result = run_revisit(model, cfg, progress=not args.no_progress)
@@ -255,7 +257,28 @@ def _add_speed(sub: argparse._SubParsersAction) -> None:
         "--policies", type=_policies, default=",".join(default_policies()), help=_policy_help()
     )
     p.add_argument("--warmup-steps", type=int, default=3, help="untimed first steps")
+    p.add_argument(
+        "--wall-limit-minutes",
+        type=float,
+        default=None,
+        help="stop a policy's stream after this much wall time (e.g. for `full` at long "
+        "horizons; reported as stopped early)",
+    )
+    _add_kv_dtype(p)
     p.set_defaults(func=_speed, on_interrupt=NO_OUTPUT)
+
+
+KV_DTYPE_CHOICES = ("auto", "fp32", "bf16", "fp8")
+"""The names of `reverie.engine.world_model.KV_DTYPES` (kept light: no engine import here)."""
+
+
+def _add_kv_dtype(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--kv-dtype",
+        choices=KV_DTYPE_CHOICES,
+        default="auto",
+        help="KV-cache storage dtype (auto: the model's; fp8: E4M3 with per-token scales)",
+    )
 
 
 def _speed(args: argparse.Namespace) -> int:
@@ -266,6 +289,8 @@ def _speed(args: argparse.Namespace) -> int:
         policies=args.policies if isinstance(args.policies, tuple) else _policies(args.policies),
         warmup_steps=args.warmup_steps,
         seed=args.seed,
+        kv_dtype=args.kv_dtype,
+        wall_limit_s=None if args.wall_limit_minutes is None else 60 * args.wall_limit_minutes,
     )
     check_model_args(args)
     model = load_model(args)

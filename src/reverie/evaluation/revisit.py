@@ -73,6 +73,7 @@ class RevisitConfig:
         prompt: ``caption`` (the scene caption, as in training) or ``empty``.
         seed: generation seed (identical for every policy: same initial noise).
         curve_bin_s: bin width of the PSNR-vs-time-since-first-visit curve, seconds.
+        kv_dtype: KV-cache storage dtype (`reverie.engine.world_model.KV_DTYPES`).
     """
 
     scenes: int = 8
@@ -85,6 +86,7 @@ class RevisitConfig:
     prompt: str = "caption"
     seed: int = 0
     curve_bin_s: float = 1.0
+    kv_dtype: str = "auto"
 
     def __post_init__(self) -> None:
         if self.scenes < 1:
@@ -109,7 +111,12 @@ def generate(model, ep: RevisitEpisode, policy: str, cfg: RevisitConfig) -> tupl
     prompt = g.caption if cfg.prompt == "caption" else ""
     t0 = time.perf_counter()
     session = model.start(
-        g.frames[0], prompt, memory=policy, gamma=gamma_for(model, g.action_scale), seed=cfg.seed
+        g.frames[0],
+        prompt,
+        memory=policy,
+        gamma=gamma_for(model, g.action_scale),
+        seed=cfg.seed,
+        kv_dtype=cfg.kv_dtype,
     )
     if m > 0:
         session.observe(g.frames[1 : m + 1], g.actions[1 : m + 1])

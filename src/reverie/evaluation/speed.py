@@ -13,12 +13,18 @@ policy holds) is recorded against the horizon.
 Reported per policy: mean / p50 / p95 / max step latency (s), FPS (video frames per second of
 wall time = ``frames_per_step / mean latency``), the real-time factor (FPS / the model's fps),
 the final and the largest cache size, and the curve ``[{t_s, cache_tokens, cache_bytes,
-latency_s}]``.
+cache_frames, latency_s, rss_bytes}]``. For long streams (issue 11), ``first_minute`` and
+``last_minute`` give FPS and step-time p50 / p95 over the first and the last minute of video
+(warm-up excluded), ``last_over_first_p50`` their ratio, and ``rss_growth`` the process RSS at
+the end over the RSS at 1 minute (the process's current resident set from ``/proc``, Linux).
+``wall_limit_s`` stops a policy's stream early (``stopped_early``; e.g. ``full``, whose cost
+grows with the stream); its statistics then cover what was streamed.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -41,6 +47,8 @@ class SpeedConfig:
         warmup_steps: first steps left out of the latency statistics.
         sample_every_s: cache-size sampling interval, seconds of video.
         seed: generation seed.
+        kv_dtype: KV-cache storage dtype (`reverie.engine.world_model.KV_DTYPES`).
+        wall_limit_s: stop a policy's stream after this many wall seconds (None: never).
     """
 
     minutes: float = 1.0
@@ -48,12 +56,40 @@ class SpeedConfig:
     warmup_steps: int = 3
     sample_every_s: float = 1.0
     seed: int = 0
+    kv_dtype: str = "auto"
+    wall_limit_s: float | None = None
 
     def __post_init__(self) -> None:
         if not self.minutes > 0 or not self.sample_every_s > 0 or not self.policies:
             raise ValueError("need --minutes > 0, sample_every_s > 0 and at least one policy")
         if self.warmup_steps < 0:
             raise ValueError(f"--warmup-steps must be >= 0, got {self.warmup_steps}")
+        if self.wall_limit_s is not None and not self.wall_limit_s > 0:
+            raise ValueError(f"--wall-limit-minutes must be > 0, got {self.wall_limit_s / 60}")
+
+
+def current_rss_bytes() -> int | None:
+    """Resident set size of this process now (Linux ``/proc/self/statm``), None elsewhere."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def window_stats(latencies: np.ndarray, times: np.ndarray, start_s: float, end_s: float, fs):
+    """FPS and step-time p50 / p95 of the steps whose video ends in ``(start_s, end_s]``."""
+    lat = latencies[(times > start_s) & (times <= end_s)]
+    if lat.size == 0:
+        return None
+    return {
+        "from_s": start_s,
+        "to_s": end_s,
+        "steps": int(lat.size),
+        "fps": fs / float(lat.mean()),
+        "latency_p50_s": float(np.percentile(lat, 50)),
+        "latency_p95_s": float(np.percentile(lat, 95)),
+    }
 
 
 def stream(
@@ -72,17 +108,21 @@ def stream(
     (looped).
     """
     fs = model.frames_per_step
-    session = model.start(image, prompt, memory=policy, gamma=gamma, seed=cfg.seed)
+    session = model.start(
+        image, prompt, memory=policy, gamma=gamma, seed=cfg.seed, kv_dtype=cfg.kv_dtype
+    )
     every = max(1, round(cfg.sample_every_s * model.fps / fs))
     latencies, curve = [], []
     n = (len(actions) - 1) // fs * fs  # whole steps of the path after its first frame
     blocks = (actions[1 + (k * fs) % n : 1 + (k * fs) % n + fs] for k in range(steps))
-    tic = time.perf_counter()
+    begin = tic = time.perf_counter()
+    stopped_early = False
     for k, _ in enumerate(session.stream(blocks)):  # denoise k + 1 while decoding k
         now = time.perf_counter()
         latencies.append(now - tic)  # wall time per step in the pipelined stream
         tic = now
-        if k % every == every - 1 or k == steps - 1:
+        over = cfg.wall_limit_s is not None and now - begin > cfg.wall_limit_s
+        if k % every == every - 1 or k == steps - 1 or over:
             st = session.stats()
             curve.append(
                 {
@@ -91,14 +131,36 @@ def stream(
                     "cache_bytes": int(st["cache_bytes"]),
                     "cache_frames": int(st["cache_frames"]),
                     "latency_s": latencies[-1],
+                    "rss_bytes": current_rss_bytes(),
                 }
             )
+        if over and k < steps - 1:
+            stopped_early = True
+            break
     session.close()
+    done = len(latencies)
+    video_s = (1 + np.arange(done)) * fs / model.fps  # video time at the end of each step
+    lat_all = np.asarray(latencies)
     lat = np.asarray(latencies[cfg.warmup_steps :] or latencies)
     mean = float(lat.mean())
+    total_s = done * fs / model.fps
+    timed = video_s > video_s[min(cfg.warmup_steps, done - 1)] - 1e-9
+    first = window_stats(lat_all[timed], video_s[timed], 0.0, min(60.0, total_s), fs)
+    last = window_stats(lat_all[timed], video_s[timed], max(0.0, total_s - 60.0), total_s, fs)
+    rss_1min = next((c["rss_bytes"] for c in curve if c["t_s"] >= 60.0), None)
+    rss_end = curve[-1]["rss_bytes"]
     return {
-        "steps": steps,
-        "seconds": steps * fs / model.fps,
+        "steps": done,
+        "stopped_early": stopped_early,
+        "first_minute": first,
+        "last_minute": last,
+        "last_over_first_p50": (
+            last["latency_p50_s"] / first["latency_p50_s"] if first and last else None
+        ),
+        "rss_1min_bytes": rss_1min,
+        "rss_end_bytes": rss_end,
+        "rss_growth": rss_end / rss_1min if rss_1min and rss_end else None,
+        "seconds": total_s,
         "latency_mean_s": mean,
         "latency_p50_s": float(np.percentile(lat, 50)),
         "latency_p95_s": float(np.percentile(lat, 95)),
@@ -155,12 +217,16 @@ def format_table(result: dict) -> str:
     """Short text table (one row per policy)."""
     lines = [
         f"{'policy':<10} {'FPS':>7} {'x real':>6} {'p50 ms':>7} {'p95 ms':>7} "
-        f"{'cache tok':>9} {'cache MB':>8} {'video s':>7}"
+        f"{'cache tok':>9} {'cache MB':>8} {'video s':>7} {'last/1st':>8} {'RSS x':>6}"
     ]
     for name, r in result["policies"].items():
+        ratio, growth = r.get("last_over_first_p50"), r.get("rss_growth")
         lines.append(
             f"{name:<10} {r['fps']:7.2f} {r['realtime_factor']:6.2f} "
             f"{1e3 * r['latency_p50_s']:7.1f} {1e3 * r['latency_p95_s']:7.1f} "
-            f"{r['max_cache_tokens']:9d} {r['max_cache_bytes'] / 2**20:8.2f} {r['seconds']:7.1f}"
+            f"{r['max_cache_tokens']:9d} {r['max_cache_bytes'] / 2**20:8.2f} {r['seconds']:7.1f} "
+            f"{'-' if ratio is None else f'{ratio:.3f}':>8} "
+            f"{'-' if growth is None else f'{growth:.3f}':>6}"
+            + (" (stopped early)" if r.get("stopped_early") else "")
         )
     return "\n".join(lines)

@@ -1,6 +1,9 @@
 """Frame-level operations on a `KVCache`, built on its public API (`frame_slices`, `append`,
-`reset`, `keys`/`values`/`positions`/`frames`): split a cache into per-frame token groups, pool a
-frame spatially, and rebuild a cache from frames.
+`clear`, `replace_frame`, `keys`/`values`/`positions`/`frames`): split a cache into per-frame
+token groups, move a frame in time, pool a frame spatially, and rebuild a cache from frames.
+
+Keys are held as the cache stores them, with RoPE at their positions (`kv_cache.py`); a frame
+carries the cache's RoPE so that moving or pooling it rotates its keys accordingly.
 
 Memory policies compose these between model calls (STYLE §7: the engine calls the policy, the
 attention forward never evicts). Everything here is host bookkeeping plus tensor copies; there is
@@ -17,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
-from reverie.models.kv_cache import CachedFrame, KVCache
-from reverie.models.rope import TIME_AXIS
+from reverie.models.kv_cache import CachedFrame, KVCache, rotate
+from reverie.models.rope import TIME_AXIS, RotaryEmbedding3D
 
 
 @dataclass(frozen=True)
@@ -26,15 +29,18 @@ class FrameTokens:
     """The cached tokens of one latent frame, in every layer.
 
     Attributes:
-        keys, values: one `(B, H, n, Dh)` tensor per layer (keys without RoPE, as stored).
+        keys, values: one `(B, H, n, Dh)` tensor per layer (keys with RoPE at `positions`, as
+            the cache stores them).
         positions: `(n, 3)` float32 (latent frame, row, column) of the n tokens.
         frame: bookkeeping (absolute index, token grid); `frame.num_tokens == n`.
+        rope: the RoPE the keys carry (the cache's; None: keys are not rotated).
     """
 
     keys: tuple[torch.Tensor, ...]
     values: tuple[torch.Tensor, ...]
     positions: torch.Tensor
     frame: CachedFrame
+    rope: RotaryEmbedding3D | None = None
 
     @property
     def num_tokens(self) -> int:
@@ -53,16 +59,20 @@ class FrameTokens:
             tuple(v.to(device, copy=copy) for v in self.values),
             self.positions.to(device, copy=copy),
             self.frame,
+            self.rope,
         )
 
     def with_time(self, time: float) -> FrameTokens:
-        """The same tokens placed at temporal RoPE position `time` (keys, values shared).
+        """The same tokens placed at temporal RoPE position `time` (values shared).
 
-        Keys are stored without RoPE, so moving a frame in time only rewrites its positions.
+        The keys are rotated along the time axis by the position change (new tensors; RoPE
+        angles are linear in the position), and the positions rewritten.
         """
         positions = self.positions.clone()  # (n, 3)
         positions[:, TIME_AXIS] = time
-        return FrameTokens(self.keys, self.values, positions, self.frame)
+        delta = positions - self.positions  # (n, 3): time only
+        keys = tuple(rotate(k, delta, self.rope) for k in self.keys)
+        return FrameTokens(keys, self.values, positions, self.frame, self.rope)
 
 
 def split_frames(cache: KVCache, slots: Sequence[int] | None = None) -> list[FrameTokens]:
@@ -91,28 +101,31 @@ def split_frames(cache: KVCache, slots: Sequence[int] | None = None) -> list[Fra
                 tuple(v[:, :, r] for v in cache.values),
                 cache.positions[r],
                 cache.frames[slot],
+                cache.rope,
             )
         )
     return parts
 
 
 def assemble(cache: KVCache, parts: Sequence[FrameTokens]) -> None:
-    """Replace the cache's content by `parts`, in that order (one concatenation per layer).
+    """Replace the cache's content by `parts`, in that order (one concatenation per layer,
+    then one write into the cache's kept storage).
 
     Shapes:
-        all parts share `(B, H, ., Dh)`, dtype and device.
+        all parts share `(B, H, ., Dh)`, dtype and device; their keys carry the cache's RoPE.
 
     Raises:
         ValueError: from `KVCache.append` on inconsistent parts.
     """
-    parts = list(parts)  # the parts may be views of the tensors reset() releases
-    cache.reset()
+    parts = list(parts)  # the parts may be views of the storage clear() hands back
     if not parts:
+        cache.reset()
         return
     keys = [torch.cat([p.keys[i] for p in parts], dim=2) for i in range(cache.num_layers)]
     values = [torch.cat([p.values[i] for p in parts], dim=2) for i in range(cache.num_layers)]
     positions = torch.cat([p.positions for p in parts], dim=0)  # (N, 3)
-    cache.append(keys, values, positions, [p.frame for p in parts])
+    cache.clear()
+    cache.append(keys, values, positions, [p.frame for p in parts], with_rope=True)
 
 
 def pooled_grid(height: int, width: int, stride: int) -> tuple[int, int]:
@@ -155,11 +168,11 @@ def pool_grid_tokens(x: torch.Tensor, height: int, width: int, stride: int) -> t
 def pool_frame(part: FrameTokens, stride: int) -> FrameTokens:
     """Spatially downsample one cached frame by `stride` per side (RELIC §4.3).
 
-    Keys (stored without RoPE, pose embedding included) and values are averaged over each
-    `stride x stride` token patch; the positions are averaged the same way, so a pooled token
-    sits at the **centre of its patch** in the frame's original token grid: fractional
+    Keys (pose embedding included) are un-rotated, and keys and values are averaged over
+    each `stride x stride` token patch; the positions are averaged the same way, so a pooled
+    token sits at the **centre of its patch** in the frame's original token grid: fractional
     (row, column), e.g. `(1.5, 1.5)` for the first 4x4 patch, and the frame's unchanged
-    temporal index. RoPE is applied at read time from these positions, so pooled tokens keep
+    temporal index. The pooled keys are rotated at these positions, so pooled tokens keep
     their place relative to full-resolution tokens of the same and other frames. Partial edge
     patches (grid not divisible by `stride`) average the tokens they cover, and their centre is
     the mean position of those tokens (see `pool_grid_tokens`).
@@ -176,9 +189,16 @@ def pool_frame(part: FrameTokens, stride: int) -> FrameTokens:
     if stride == 1:
         return part
     new_h, new_w = pooled_grid(h, w, stride)
+    rope = part.rope
+    positions = pool_grid_tokens(part.positions, h, w, stride)  # (h' w', 3) patch centres
+    keys = []
+    for k in part.keys:
+        raw = rotate(k.float(), -part.positions, rope)  # (B, H, h w, Dh) without RoPE
+        keys.append(rotate(pool_grid_tokens(raw, h, w, stride), positions, rope).to(k.dtype))
     return FrameTokens(
-        tuple(pool_grid_tokens(k, h, w, stride) for k in part.keys),
+        tuple(keys),
         tuple(pool_grid_tokens(v, h, w, stride) for v in part.values),
-        pool_grid_tokens(part.positions, h, w, stride),  # (h' w', 3) patch centres
+        positions,
         CachedFrame(frame.index, new_h, new_w),
+        rope,
     )

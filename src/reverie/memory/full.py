@@ -17,7 +17,19 @@ from reverie.models.kv_cache import KVCache
 
 @dataclass(frozen=True)
 class FullConfig:
-    """No settings: the full history is kept."""
+    """The full history is kept, up to an optional cap.
+
+    Attributes:
+        max_frames: the most latent frames the cache may hold; a write beyond it raises a
+            `ValueError` naming the cap (None: no cap; the cache still raises a clear
+            `MemoryError` before growing past the free memory).
+    """
+
+    max_frames: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_frames is not None and self.max_frames < 1:
+            raise ValueError(f"max_frames must be >= 1 or None, got {self.max_frames}")
 
 
 @register_policy("full")
@@ -36,6 +48,13 @@ class FullPolicy(CacheResidentPolicy):
             latents: the clean block just written, `(B, T, C, H, W)`.
 
         Raises:
-            ValueError: if the cache holds fewer than T frames.
+            ValueError: if the cache holds fewer than T frames, or more than `max_frames`.
         """
         check_new_block(cache, latents)
+        cap = self.config.max_frames
+        if cap is not None and cache.num_frames > cap:
+            raise ValueError(
+                f"full memory holds {cache.num_frames} latent frames, over its max_frames cap "
+                f"of {cap}; use a bounded memory policy (window, relic, mag, retrieval) or a "
+                f"shorter stream"
+            )

@@ -148,17 +148,40 @@ def prefix_attention(
 
 @dataclass
 class PastKeyValues:
-    """Cached context handed to one layer's self-attention (read-only).
+    """Cached context handed to one layer's self-attention.
 
     Attributes:
-        keys, values: `(B, H, Nc, Dh)`; keys are stored *without* RoPE (see `kv_cache.py`).
-        cos, sin: `(Nc, Dh // 2)` rotation tables for the cached tokens' stored positions.
+        keys, values: `(B, H, Nc, Dh)`; keys already carry RoPE at their stored positions
+            (applied once, when written: see `kv_cache.py`). Read-only.
+        scratch: optional `(keys, values)` views `(B, H, Nc + N, Dh)` of the cache's storage
+            whose first `Nc` tokens are `keys`/`values`: the attention writes the chunk's N
+            keys and values into the rest and attends over the views, with no
+            concatenation. Used only when dtype and batch match and no gradient is recorded.
     """
 
     keys: torch.Tensor
     values: torch.Tensor
-    cos: torch.Tensor
-    sin: torch.Tensor
+    scratch: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def with_chunk(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`[cached | chunk]` keys and values `(B, H, Nc + N, Dh)` for chunk `k, v (B, H, N, Dh)`
+        (keys with RoPE), in the chunk's dtype."""
+        num_context = self.keys.shape[2]
+        if self.scratch is not None:
+            sk, sv = self.scratch
+            usable = (
+                sk.shape[2] == num_context + k.shape[2]
+                and sk.shape[0] == k.shape[0]
+                and (sk.dtype, sv.dtype) == (k.dtype, v.dtype)
+                and not (torch.is_grad_enabled() and (k.requires_grad or v.requires_grad))
+            )
+            if usable:
+                sk[:, :, num_context:] = k
+                sv[:, :, num_context:] = v
+                return sk, sv
+        keys = torch.cat([self.keys.to(k.dtype), k], dim=2)
+        values = torch.cat([self.values.to(v.dtype), v], dim=2)
+        return keys, values
 
 
 class FP32RMSNorm(nn.RMSNorm):
@@ -232,9 +255,7 @@ class SelfAttention(nn.Module):
         num_context = 0
         keys, values = k_rot, v
         if past is not None:
-            past_k = apply_rotary(past.keys, past.cos, past.sin)  # (B, H, Nc, Dh)
-            keys = torch.cat([past_k, k_rot], dim=2)  # (B, H, Nc + N, Dh)
-            values = torch.cat([past.values, v], dim=2)  # (B, H, Nc + N, Dh)
+            keys, values = past.with_chunk(k_rot, v)  # (B, H, Nc + N, Dh) each
             num_context = past.keys.shape[2]
         if attn_mask is not None:
             if past is not None:

@@ -108,6 +108,16 @@ class RotaryEmbedding3D:
         self.config = config
         self.axis_dims = rope_axis_dims(head_dim)
 
+    def __eq__(self, other: object) -> bool:
+        """Equal when the tables are: same head size and config (a cache written with one
+        model's RoPE is read correctly by another with an equal one)."""
+        if not isinstance(other, RotaryEmbedding3D):
+            return NotImplemented
+        return (self.head_dim, self.config) == (other.head_dim, other.config)
+
+    def __hash__(self) -> int:
+        return hash((self.head_dim, self.config))
+
     def frequencies(self, device: torch.device | None = None) -> list[torch.Tensor]:
         """Per-axis frequencies `[(t_dim/2,), (h_dim/2,), (w_dim/2,)]` float64, time scaled."""
         cfg = self.config

@@ -206,6 +206,10 @@ class WanDiT(nn.Module):
             frame_offset = 0 if cache is None else cache.next_frame
         if write_cache and cache is None:
             raise ValueError("write_cache=True needs a cache")
+        if cache is not None and cache.rope != self.rope:
+            raise ValueError(
+                "the cache does not apply this model's RoPE; create it with model.new_cache()"
+            )
 
         positions = grid_positions(num_frames, h, w, frame_offset, x.device)  # (N, 3)
         attn_mask, copies, x_in, t_in = None, 1, x, t
@@ -228,7 +232,7 @@ class WanDiT(nn.Module):
         block_sizes = query_block_sizes(cfg.attention, num_frames, frame_offset, h * w)
         pasts = [None] * cfg.num_layers
         if cache is not None and not cache.is_empty:
-            pasts = cache.past_for_layers(*self.rope(cache.positions))
+            pasts = cache.past_for_layers(room=positions.shape[0])
         first = frame_offset == 0
         action_emb = None
         if actions is not None:
@@ -277,9 +281,10 @@ class WanDiT(nn.Module):
         return out.type_as(x)
 
     # ----------------------------------------------------------------- construction helpers
-    def new_cache(self) -> KVCache:
-        """An empty `KVCache` with one slot per block."""
-        return KVCache(self.config.num_layers)
+    def new_cache(self, storage_dtype: torch.dtype | None = None) -> KVCache:
+        """An empty `KVCache` with one slot per block that applies this model's RoPE to keys
+        when they are written; `storage_dtype` as `KVCache` (None: as written)."""
+        return KVCache(self.config.num_layers, rope=self.rope, storage_dtype=storage_dtype)
 
     def backbone_parameters(self) -> list[nn.Parameter]:
         """Parameters that exist in Wan checkpoints (everything but the new encoders)."""

@@ -60,6 +60,7 @@ from reverie.diffusion import (
 from reverie.memory import MemoryPolicy
 from reverie.models import KVCache, WanDiTConfig
 from reverie.objectives import dmd_gradient, dmd_loss
+from reverie.training.distributed import unwrap
 
 ContextFn = Callable[[], contextlib.AbstractContextManager]
 NoSyncFn = Callable[[bool], contextlib.AbstractContextManager]
@@ -193,7 +194,7 @@ class ARStudent:
     def _start(self, cond: Conditioning) -> KVCache:
         """A fresh cache holding the clean prefix (and a reset policy)."""
         self.policy.reset()
-        cache = KVCache(self.config.num_layers)
+        cache = unwrap(self.model).new_cache()
         self._write(cache, cond, cond.prefix, 0, cond.prefix_frames)
         return cache
 

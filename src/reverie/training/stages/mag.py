@@ -26,9 +26,9 @@ frozen (zero-initialised, or the student's from ``model.init``).
 
 The write pass runs through ``write_block`` exactly as at inference, which writes at the cache's
 next frame (0 for a fresh cache); the kept frame is then re-indexed to ``o + b - 1``
-(:func:`shift_frames`, keys are stored without RoPE). With no actions/poses and RoPE in
-attention being relative, this equals writing at ``o`` (tested), so RoPE randomisation only
-moves positions in absolute terms — kept for parity with MAG.
+(``KVCache.shift_time``, which also rotates the kept keys by the change). With no
+actions/poses and RoPE in attention being relative, this equals writing at ``o`` (tested), so
+RoPE randomisation only moves positions in absolute terms — kept for parity with MAG.
 
 Evaluation (``eval.every``): :func:`reconstruction_quality` — compress each block, decode it
 with the few-step sampler, PSNR/SSIM against the input — for ``b ∈ eval.block_sizes`` (MAG
@@ -41,7 +41,6 @@ a resumed run does not repeat a row already there, and resume truncates rows aft
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import logging
 from collections.abc import Callable, Iterator
@@ -66,7 +65,6 @@ from reverie.memory import get_policy, write_block
 from reverie.metrics import psnr, ssim
 from reverie.models import AttentionConfig, AttentionMode, KVCache, WanDiT, WanDiTConfig, get_preset
 from reverie.models.checkpoints import WEIGHTS_NAME
-from reverie.models.rope import TIME_AXIS
 from reverie.models.state_dicts import load_state_dict_checked
 from reverie.objectives import flow_matching_loss
 from reverie.text import get_text_encoder
@@ -157,13 +155,6 @@ class MagStageConfig:
 
 
 # --------------------------------------------------------------------- the compressed cache
-def shift_frames(cache: KVCache, offset: int) -> None:
-    """Move every cached frame ``offset`` latent frames later: frame indices and the temporal
-    RoPE position of each token (keys are stored without RoPE, so K/V are untouched)."""
-    shift = torch.zeros(3, dtype=cache.positions.dtype, device=cache.positions.device)
-    shift[TIME_AXIS] = offset
-    cache.positions = cache.positions + shift  # (N, 3)
-    cache.frames = [dataclasses.replace(f, index=f.index + offset) for f in cache.frames]
 
 
 def compress_block(
@@ -181,9 +172,9 @@ def compress_block(
         ValueError: from the model on inconsistent shapes.
     """
     policy = get_policy("mag", writer=model, max_frames=None)
-    cache = KVCache(unwrap(model).config.num_layers)
+    cache = unwrap(model).new_cache()
     write_block(policy, cache, model, block, empty_context, empty_context=empty_context)
-    shift_frames(cache, frame_offset)
+    cache.shift_time(frame_offset)
     return cache
 
 
