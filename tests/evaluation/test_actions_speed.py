@@ -43,7 +43,6 @@ def test_speed_command(tmp_path, capsys):
     assert "FPS" in capsys.readouterr().out
 
 
-
 def test_speed_reports_windows_rss_and_stops_at_the_wall_limit(tmp_path):
     out = tmp_path / "speed.json"
     argv = ["eval", "speed", "--random", "--threads", "1", "--no-progress", "--minutes", "0.05"]

@@ -17,6 +17,7 @@ from reverie.memory import (
     split_frames,
 )
 from reverie.models import KVCache
+from reverie.models.kv_cache import FP8
 
 SMALL = dict(sink_frames=1, window_frames=3, top_k=2, exclude_recent=2)
 
@@ -132,3 +133,17 @@ def test_pooled_embedding_is_normalised(generator) -> None:
     torch.testing.assert_close(e.norm(dim=-1), torch.ones(3))
     with pytest.raises(ValueError, match="grid"):
         PooledLatentEmbedding(0)
+
+
+@pytest.mark.parametrize(
+    ("storage", "bank"), [(torch.bfloat16, torch.bfloat16), (FP8, torch.bfloat16)]
+)
+def test_the_offloaded_history_is_kept_in_the_storage_dtype(storage, bank, generator) -> None:
+    policy = RetrievalPolicy(RetrievalConfig(**SMALL))
+    cache = KVCache(2, storage_dtype=storage)
+    for size in (1, 3, 3, 3, 3, 3, 3):
+        policy.after_write(cache, synthetic_write(cache, size, generator))
+    assert policy.bank and all(p.keys[0].dtype == bank for p in policy.bank)
+    assert policy.retrieved_indices and set(policy.retrieved_indices) <= set(cache.frame_indices)
+    per_token = 2 * 2 * 2 * 8 * 2  # layers x (K, V) x heads x head dim x 2 bytes
+    assert all(p.nbytes == p.num_tokens * per_token for p in policy.bank)

@@ -51,12 +51,15 @@ class FrameTokens:
         """Bytes of keys and values over all layers (positions excluded, as `KVCache.nbytes`)."""
         return sum(t.numel() * t.element_size() for t in (*self.keys, *self.values))
 
-    def to(self, device: torch.device | str, copy: bool = True) -> FrameTokens:
-        """The tokens on `device`. By default always a copy, so the result never keeps a slice
-        of a larger cache tensor alive (a view would pin the whole old tensor in memory)."""
+    def to(
+        self, device: torch.device | str, copy: bool = True, dtype: torch.dtype | None = None
+    ) -> FrameTokens:
+        """The tokens on `device` (keys and values in `dtype`, default unchanged). By default
+        always a copy, so the result never keeps a slice of a larger cache tensor alive (a
+        view would pin the whole old tensor in memory)."""
         return FrameTokens(
-            tuple(k.to(device, copy=copy) for k in self.keys),
-            tuple(v.to(device, copy=copy) for v in self.values),
+            tuple(k.to(device, dtype=dtype, copy=copy) for k in self.keys),
+            tuple(v.to(device, dtype=dtype, copy=copy) for v in self.values),
             self.positions.to(device, copy=copy),
             self.frame,
             self.rope,

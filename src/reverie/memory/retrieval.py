@@ -22,8 +22,9 @@ attention budget (LongLive-RAG: 1 + 6 + 5 = 12 frames, the window shortened from
 at temporal position 0, where the stream's first frame, the sink, lives, as LongLive-RAG does
 (retrieved frames read as extra sink frames; this also keeps their distance to the current
 block as small as the sink's rather than growing with their age); `true` keeps their absolute
-index. Only the stored positions change (keys are stored without RoPE); spatial positions,
-K and V are exactly what was written, and the frame's bookkeeping index stays its true one.
+index. The frame's keys are rotated along the time axis by the position change
+(`FrameTokens.with_time`; keys carry RoPE at their stored positions); spatial positions and V
+are exactly what was written, and the frame's bookkeeping index stays its true one.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from reverie.memory.embedding import (
     save_retrieval_embedder,
 )
 from reverie.memory.policy import Component, WriteSpec, check_new_block, register_policy
-from reverie.models.kv_cache import KVCache
+from reverie.models.kv_cache import FP8, KVCache
 
 
 class RetrievedTime(StrEnum):
@@ -86,6 +87,14 @@ class RetrievalConfig:
     def max_frames(self) -> int:
         """The attention budget in latent frames: sink + retrieved + local window."""
         return self.sink_frames + self.top_k + self.window_frames
+
+
+def bank_dtype(cache: KVCache) -> torch.dtype | None:
+    """dtype of the offloaded history: the cache's storage dtype; bfloat16 for an FP8 cache
+    (whose frames are read dequantised); None (as read) for a cache storing as written."""
+    if cache.storage_dtype is FP8:
+        return torch.bfloat16
+    return cache.storage_dtype
 
 
 @register_policy("retrieval")
@@ -182,7 +191,7 @@ class RetrievalPolicy:
             local_slots[-cfg.window_frames :],
         )
         for part in split_frames(cache, evicted):  # device -> offload copy (a sync on GPU)
-            self.bank.append(part.to(offload))
+            self.bank.append(part.to(offload, dtype=bank_dtype(cache)))
             self._bank_embeddings.append(self._embeddings.pop(part.frame.index))
 
         # Step 3: cosine top-k of the newest frame against non-recent history.
@@ -193,7 +202,8 @@ class RetrievalPolicy:
             return
         position = {part.frame.index: i for i, part in enumerate(self.bank)}
         device = cache.keys[0].device
-        retrieved_parts = [self._placed(self.bank[position[i]], device) for i in chosen]
+        read_dtype = torch.float32 if cache.storage_dtype is FP8 else None  # as split_frames
+        retrieved_parts = [self._placed(self.bank[position[i]], device, read_dtype) for i in chosen]
         parts = split_frames(cache, sink_slots)
         parts += retrieved_parts
         parts += split_frames(cache, window_slots)
@@ -214,9 +224,12 @@ class RetrievalPolicy:
         best = sorted(torch.topk(scores, k).indices.tolist())
         return [self.bank[i].frame.index for i in best]
 
-    def _placed(self, part: FrameTokens, device: torch.device) -> FrameTokens:
-        """An offloaded frame brought to the cache's device at its temporal RoPE position."""
-        part = part.to(device, copy=False)  # `assemble` copies it into the cache
+    def _placed(
+        self, part: FrameTokens, device: torch.device, dtype: torch.dtype | None
+    ) -> FrameTokens:
+        """An offloaded frame brought to the cache's device (in `dtype`, default unchanged) at
+        its temporal RoPE position."""
+        part = part.to(device, copy=False, dtype=dtype)  # `assemble` copies it into the cache
         if self.config.retrieved_time is RetrievedTime.ZERO:
             part = part.with_time(0.0)
         return part

@@ -4,8 +4,9 @@ sink, arXiv 2309.17453).
 After every write the cache keeps the `sink_frames` oldest frames (the start of the video,
 which stabilises attention) and the `window_frames` newest frames; everything in between is
 dropped for good. Kept frames are untouched: full resolution, their true absolute positions
-(our keys are stored without RoPE and rotated at read time by their stored positions, so no
-re-rotation is needed when frames shift in the cache).
+(keys carry RoPE at those positions, applied once when written; shifting frames within the
+cache's storage changes neither). Each drop moves only the sink (the smaller side of the gap),
+so an eviction costs O(sink), not O(cache) (`KVCache.select_frames`).
 
 LongLive's setting is 12 latent frames of cache in total with a 3-frame sink (one block),
 i.e. `sink_frames=3, window_frames=9` (18,720 tokens per layer at 480x832).

@@ -237,8 +237,8 @@ class SelfAttention(nn.Module):
             pose_qk: `(q_add, k_add)`, each `(B, T, D)`; None = no pose conditioning.
             attn_mask: `(N, N)` bool replacing `block_sizes` (e.g. `teacher_forcing_mask`);
                 not with `past`.
-            returns `(out (B, N, D), k (B, H, N, Dh) without RoPE, v (B, H, N, Dh))`; k and v
-            are what a cache write stores for this layer.
+            returns `(out (B, N, D), k (B, H, N, Dh) without RoPE, v (B, H, N, Dh))`; a cache
+            write stores k (rotated by the cache at the chunk's positions) and v.
         """
         q = self.norm_q(self.q(x))  # (B, N, D)
         k = self.norm_k(self.k(x))  # (B, N, D)
