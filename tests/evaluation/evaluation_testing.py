@@ -114,6 +114,8 @@ class OracleModel:
         self.frames = frames
         self.config = SimpleNamespace(metres_per_unit=0.05)
 
-    def start(self, image, prompt="", *, memory="relic", gamma=1.0, seed=0) -> OracleSession:
+    def start(
+        self, image, prompt="", *, memory="relic", gamma=1.0, seed=0, kv_dtype="auto"
+    ) -> OracleSession:
         np.testing.assert_array_equal(image, self.frames[0])
         return OracleSession(self, gamma)
