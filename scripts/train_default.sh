@@ -26,6 +26,8 @@ ODE=${ODE:-0}                       # 1: ODE init from teacher samples (RELIC §
 ODE_SHARDS=${ODE_SHARDS:-112}       # x 4 clips of 20 latent frames (ODE=1 only)
 STUDENT_STEPS=${STUDENT_STEPS:-3800}
 STUDENT_BATCH=${STUDENT_BATCH:-4}  # x 2 copies (teacher forcing) x 20 latent frames x 16 tokens
+CONTINUE_STEPS=${CONTINUE_STEPS:-3000}  # then batch 8, lr 2e-4 decayed by cosine to 2e-5
+CONTINUE_BATCH=${CONTINUE_BATCH:-8}
 MAG_STEPS=${MAG_STEPS:-300}
 RETRIEVAL_STEPS=${RETRIEVAL_STEPS:-2000}
 PROBE_STEPS=${PROBE_STEPS:-2000}
@@ -86,7 +88,19 @@ timed student reverie train student --config configs/tiny/student.yaml --resume 
   loss_weighting=pixel optim.lr=2e-4 trainer.log_every=20 \
   trainer.max_steps="$STUDENT_STEPS" trainer.checkpoint_every=100
 
-STUDENT_CKPT=$(ls -d "$WORK"/student/checkpoints/step_* | sort | tail -1)
+# The fourth default model continued the student from its EMA weights (session 6): larger
+# batches and a decaying learning rate, same objective.
+FIRST_CKPT=$(ls -d "$WORK"/student/checkpoints/step_* | sort | tail -1)
+log "6b/9 student, continued ($CONTINUE_STEPS steps, batch $CONTINUE_BATCH, cosine lr decay)"
+timed student_continued reverie train student --config configs/tiny/student.yaml --resume $common $dit \
+  teacher="$WORK/teacher" $student_data trainer.run_dir="$WORK/student2" \
+  model.init="$FIRST_CKPT/student.ema.safetensors" data.batch_size="$CONTINUE_BATCH" \
+  model.prediction=x0 hybrid.teacher_forcing=true loss_weighting=pixel optim.lr=2e-4 \
+  optim.warmup_steps=10 optim.decay_steps="$CONTINUE_STEPS" optim.final_lr_fraction=0.1 \
+  trainer.ema_decay=0.995 trainer.log_every=20 trainer.max_steps="$CONTINUE_STEPS" \
+  trainer.checkpoint_every=100
+
+STUDENT_CKPT=$(ls -d "$WORK"/student2/checkpoints/step_* | sort | tail -1)
 log "7/9 MAG memory model ($MAG_STEPS steps, from $STUDENT_CKPT)"
 timed mag reverie train mag --config configs/tiny/mag.yaml --resume $common $dit \
   model.prediction=x0 model.init="$STUDENT_CKPT/student.ema.safetensors" data.latents="$WORK/latents" \
@@ -100,7 +114,7 @@ timed retrieval reverie train retrieval --config configs/tiny/retrieval.yaml --r
 
 log "9/9 package into $OUT"
 python -m reverie.training.export --vae "$WORK/vae" --latents "$WORK/latents" \
-  --student "$WORK/student" --mag "$WORK/mag" --retrieval "$WORK/retrieval" --out "$OUT"
+  --student "$WORK/student2" --mag "$WORK/mag" --retrieval "$WORK/retrieval" --out "$OUT"
 if reverie eval train-probe --help >/dev/null 2>&1; then
   log "pose probe for reverie eval actions ($PROBE_STEPS steps)"
   timed probe reverie eval train-probe --data "$DATA" --out "$WORK/probe" --steps "$PROBE_STEPS" --stride 4
