@@ -12,7 +12,7 @@ import argparse
 import json
 from pathlib import Path
 
-STAGES = ("vae", "teacher", "student", "mag", "retrieval")
+STAGES = ("vae", "teacher", "student", "student2", "mag", "retrieval")  # student2: continued
 
 
 def read_metrics(path: Path) -> list[dict]:

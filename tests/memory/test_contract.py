@@ -140,3 +140,22 @@ def test_full_policy_reproduces_plain_cached_streaming() -> None:
     assert torch.equal(plain, full)
     assert torch.equal(plain_cache.positions, full_cache.positions)
     assert all(torch.equal(a, b) for a, b in zip(plain_cache.keys, full_cache.keys, strict=True))
+
+
+@pytest.mark.parametrize("name", [p for p in POLICIES if p != "full"])
+def test_a_ten_minute_stream_holds_bounded_cache_tokens_and_storage(name) -> None:
+    """10 minutes at 4 latent frames/s (2,400 frames, one per block as the default model),
+    random K/V at the default model's 4x4 token grid and each policy's default settings."""
+    generator, policy, cache = torch.Generator().manual_seed(0), get_policy(name), KVCache(2)
+    tokens, capacity, peak = {}, {}, 0
+    for index in range(2400):
+        latents = synthetic_write(cache, 1, generator, grid=(4, 4))
+        peak = max(peak, cache.num_tokens)
+        policy.after_write(cache, latents)
+        if index + 1 in (240, 2400):  # minute 1 and minute 10
+            tokens[index + 1], capacity[index + 1] = cache.num_tokens, cache.capacity
+    if name == "relic":  # the long-range level grows with the logarithm of the length
+        assert tokens[240] < tokens[2400] < 1.6 * tokens[240]
+    else:  # attended tokens are constant once the budget is reached
+        assert tokens[2400] == tokens[240] == policy.max_frames * 16
+    assert capacity[2400] <= 2 * (peak + 16)  # the storage does not grow either

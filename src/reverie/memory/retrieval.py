@@ -137,23 +137,25 @@ class RetrievalPolicy:
     def reset(self) -> None:
         """Forget the offloaded history, embeddings and the sink (new episode)."""
         self.bank: list[FrameTokens] = []  # offloaded frames, in eviction (= time) order
-        self._bank_embeddings: list[torch.Tensor] = []  # (B, D) each, aligned with bank
+        self._bank_matrix: torch.Tensor | None = None  # (capacity, B, D): rows [0, len(bank))
+        self._bank_position: dict[int, int] = {}  # frame index -> position in bank
+        self._bank_tokens = self._bank_bytes = 0
         self._embeddings: dict[int, torch.Tensor] = {}  # (B, D) of frames in the window
         self.sink_indices: list[int] = []
         self.retrieved_indices: list[int] = []  # frames retrieved into the cache, time order
 
     def num_tokens(self, cache: KVCache) -> int:
         """Cache tokens plus offloaded tokens (retrieved frames exist in both and count twice)."""
-        return cache.num_tokens + sum(part.num_tokens for part in self.bank)
+        return cache.num_tokens + self._bank_tokens
 
     def nbytes(self, cache: KVCache) -> int:
         """Cache K/V + offloaded K/V + stored embeddings, in bytes."""
-        embeddings = [*self._bank_embeddings, *self._embeddings.values()]
-        return (
-            cache.nbytes
-            + sum(part.nbytes for part in self.bank)
-            + sum(e.numel() * e.element_size() for e in embeddings)
-        )
+        window = sum(e.numel() * e.element_size() for e in self._embeddings.values())
+        bank = 0
+        if self._bank_matrix is not None:  # the rows in use
+            row = self._bank_matrix[0]
+            bank = len(self.bank) * row.numel() * row.element_size()
+        return cache.nbytes + self._bank_bytes + bank + window
 
     # ---------------------------------------------------------------------- algorithm
     def after_write(self, cache: KVCache, latents: torch.Tensor) -> None:
@@ -191,8 +193,7 @@ class RetrievalPolicy:
             local_slots[-cfg.window_frames :],
         )
         for part in split_frames(cache, evicted):  # device -> offload copy (a sync on GPU)
-            self.bank.append(part.to(offload, dtype=bank_dtype(cache)))
-            self._bank_embeddings.append(self._embeddings.pop(part.frame.index))
+            self._offload(part.to(offload, dtype=bank_dtype(cache)))
 
         # Step 3: cosine top-k of the newest frame against non-recent history.
         chosen = self._top_k(emb[:, -1])  # query (B, D)
@@ -200,7 +201,7 @@ class RetrievalPolicy:
         # Step 4: cache = [sink | retrieved | local window].
         if not evicted and chosen == self.retrieved_indices:
             return
-        position = {part.frame.index: i for i, part in enumerate(self.bank)}
+        position = self._bank_position
         device = cache.keys[0].device
         read_dtype = torch.float32 if cache.storage_dtype is FP8 else None  # as split_frames
         retrieved_parts = [self._placed(self.bank[position[i]], device, read_dtype) for i in chosen]
@@ -210,6 +211,22 @@ class RetrievalPolicy:
         assemble(cache, parts)
         self.retrieved_indices = chosen
 
+    def _offload(self, part: FrameTokens) -> None:
+        """Add an evicted frame to the history, its embedding to the search matrix (grown
+        geometrically, so each addition costs O(1) amortised, not O(history))."""
+        embedding = self._embeddings.pop(part.frame.index)  # (B, D)
+        n = len(self.bank)
+        if self._bank_matrix is None or n == self._bank_matrix.shape[0]:
+            grown = embedding.new_empty(max(64, 2 * n), *embedding.shape)
+            if n:
+                grown[:n] = self._bank_matrix[:n]
+            self._bank_matrix = grown
+        self._bank_matrix[n] = embedding
+        self._bank_position[part.frame.index] = n
+        self.bank.append(part)
+        self._bank_tokens += part.num_tokens
+        self._bank_bytes += part.nbytes
+
     def _top_k(self, query: torch.Tensor) -> list[int]:
         """Frame indices of the top-k candidates by mean cosine similarity, in time order."""
         cfg = self.config
@@ -217,7 +234,7 @@ class RetrievalPolicy:
         k = min(cfg.top_k, num_candidates)
         if k <= 0:
             return []
-        keys = torch.stack(self._bank_embeddings[:num_candidates])  # (M, B, D)
+        keys = self._bank_matrix[:num_candidates]  # (M, B, D)
         query = query.to(keys.device)  # (B, D)
         scores = torch.einsum("mbd,bd->mb", keys.float(), query.float()).mean(dim=1)  # (M,)
         # Host sync (once per block, outside any forward): the chosen frames are host indices.
