@@ -462,8 +462,12 @@ class KVCache:
             self._pos = pos.new_empty(capacity, 3, dtype=torch.float32)
             self._start = self._end = 0
             return
-        if capacity > self.capacity:
-            check_memory(capacity * self._bytes_per_token(), self._pos.device, self.num_frames)
+        if capacity == self.capacity:  # compact to the front in place: no reallocation, so
+            n = self.num_tokens  # the allocator is not asked for buffers of this size again
+            self._move(self._start, self._end, 0)
+            self._start, self._end = 0, n
+            return
+        check_memory(capacity * self._bytes_per_token(), self._pos.device, self.num_frames)
         n = self.num_tokens
         for tensors in (self._k, self._v, self._k_scale, self._v_scale):
             for i, t in enumerate(tensors):
