@@ -66,6 +66,13 @@ class CachedFrame:
         return self.height * self.width
 
 
+def quantize_fp8(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """`x (B, H, n, Dh)` as float8_e4m3fn with one float32 scale `(B, H, n, 1)` per token and
+    head (`amax / 448`); `data.float() * scale` dequantises (RELIC §4.5)."""
+    scale = x.detach().abs().amax(-1, keepdim=True).float().clamp_min(1e-12) / FP8_MAX
+    return (x.float() / scale).to(FP8), scale
+
+
 def rotate(
     keys: torch.Tensor, positions: torch.Tensor, rope: RotaryEmbedding3D | None
 ) -> torch.Tensor:
@@ -416,9 +423,9 @@ class KVCache:
     def _store(self, store, scales, i: int, at: int, x: torch.Tensor) -> None:
         n = x.shape[2]
         if scales[i] is not None:  # FP8 with a scale per (batch, head, token)
-            scale = x.detach().abs().amax(-1, keepdim=True).float().clamp_min(1e-12) / FP8_MAX
+            data, scale = quantize_fp8(x)
             scales[i][:, :, at : at + n] = scale
-            store[i][:, :, at : at + n] = (x.float() / scale).to(FP8)
+            store[i][:, :, at : at + n] = data
         else:
             store[i][:, :, at : at + n] = x
 
@@ -531,8 +538,7 @@ class KVCache:
             pairs = ((self._k, self._k_scale, keys[i]), (self._v, self._v_scale, values[i]))
             for store, scales, x in pairs:
                 if fp8:
-                    scale = x.abs().amax(-1, keepdim=True).float().clamp_min(1e-12) / FP8_MAX
-                    data = (x.float() / scale).to(FP8)
+                    data, scale = quantize_fp8(x)
                     scales[i] = scale if scales[i] is None else torch.cat([scales[i], scale], 2)
                 else:
                     data = x if self.storage_dtype is None else x.to(self.storage_dtype)
