@@ -81,6 +81,16 @@ SEED = 0
 DIM, FFN_DIM, HEADS, LAYERS, FREQ_DIM, TEXT_DIM = 256, 1024, 4, 8, 256, 384
 PATCH = (1, 4, 4)
 TARGET = 3.0
+PEER_SHAPES = dict(  # diffusers' Wan-family transformer arguments shared by both peers
+    num_attention_heads=HEADS,
+    attention_head_dim=DIM // HEADS,
+    in_channels=LATENT_CHANNELS,
+    out_channels=LATENT_CHANNELS,
+    text_dim=TEXT_DIM,
+    freq_dim=FREQ_DIM,
+    ffn_dim=FFN_DIM,
+    num_layers=LAYERS,
+)
 
 
 # ----------------------------------------------------------------------------- memory
@@ -219,14 +229,7 @@ def build_wan_window(args: argparse.Namespace):
     torch.manual_seed(SEED)
     model = WanTransformer3DModel(
         patch_size=PATCH,
-        num_attention_heads=HEADS,
-        attention_head_dim=DIM // HEADS,
-        in_channels=LATENT_CHANNELS,
-        out_channels=LATENT_CHANNELS,
-        text_dim=TEXT_DIM,
-        freq_dim=FREQ_DIM,
-        ffn_dim=FFN_DIM,
-        num_layers=LAYERS,
+        **PEER_SHAPES,
     ).eval()
     model.requires_grad_(False)
     times = _times()
@@ -327,14 +330,7 @@ def build_helios(args: argparse.Namespace):
     torch.manual_seed(SEED)
     transformer = HeliosTransformer3DModel(
         patch_size=PATCH,
-        num_attention_heads=HEADS,
-        attention_head_dim=head_dim,
-        in_channels=LATENT_CHANNELS,
-        out_channels=LATENT_CHANNELS,
-        text_dim=TEXT_DIM,
-        freq_dim=FREQ_DIM,
-        ffn_dim=FFN_DIM,
-        num_layers=LAYERS,
+        **PEER_SHAPES,
         rope_dim=rope_dim,
     ).eval()
     transformer.requires_grad_(False)
