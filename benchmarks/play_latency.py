@@ -2,8 +2,11 @@
 
 Runs the same app as `reverie play` (uvicorn on a background thread of this process), connects
 clients that behave like the page (each frame acknowledged on arrival), starts procedural scene
-`--scene` and changes the held keys every `--switch` seconds along a fixed schedule
-(W, none, left, D+up, S, Q+right, ...). Measured after `--warmup` seconds, for `--seconds`:
+`--scene` and changes the held keys every `--switch` seconds plus a uniform jitter of up to
+`--jitter` seconds (seeded), along a fixed schedule (W, none, left, D+up, S, Q+right, ...). The
+jitter lets key changes land at every phase of the block clock, as a person's do: with a fixed
+period that is a multiple of the block time (2.5 s = 10 blocks at 16 fps) every change would
+meet the same phase and the median would measure one point of the distribution. Measured after `--warmup` seconds, for `--seconds`:
 
 - `delivered_fps`: frames received per second of wall time, per client;
 - `latency_ms`: key-to-frame latency, client clock: from sending key message `seq = k` to
@@ -26,6 +29,7 @@ import argparse
 import json
 import os
 import platform
+import random
 import statistics
 import threading
 import time
@@ -53,8 +57,9 @@ KEY_SCHEDULE = (
 )
 
 
-def run_client(url: str, args: argparse.Namespace, out: dict) -> None:
+def run_client(url: str, args: argparse.Namespace, out: dict, seed: int = 0) -> None:
     """One session: start, warm up, then hold keys along KEY_SCHEDULE; fills ``out``."""
+    rng = random.Random(seed)
     latencies, steps, arrivals, key_ages = [], [], [], []
     sent: dict[int, float] = {}
     dropped = 0
@@ -74,7 +79,7 @@ def run_client(url: str, args: argparse.Namespace, out: dict) -> None:
                 keys = KEY_SCHEDULE[seq % len(KEY_SCHEDULE)]
                 ws.send(json.dumps({"type": "keys", "keys": keys, "seq": seq}))
                 sent[seq] = time.monotonic()
-                next_switch += args.switch
+                next_switch += args.switch + rng.uniform(0.0, args.jitter)
             timeout = 60.0 if next_switch is None else max(1e-3, min(next_switch, t_end) - now)
             try:
                 message = ws.recv(timeout=timeout)
@@ -130,7 +135,7 @@ def run(model, clients: int, args: argparse.Namespace) -> dict:
 
     def client(i: int) -> None:
         try:
-            run_client(url, args, results[i])
+            run_client(url, args, results[i], seed=i)
         except Exception as e:  # reported in the JSON, the other clients go on
             errors.append(repr(e))
 
@@ -161,6 +166,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=40.0, help="measured time per run")
     parser.add_argument("--warmup", type=float, default=5.0, help="seconds before measuring")
     parser.add_argument("--switch", type=float, default=2.5, help="seconds between key changes")
+    parser.add_argument(
+        "--jitter", type=float, default=0.25, help="uniform extra seconds per key change"
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch threads (as reverie play)")
     parser.add_argument("--out", default=None, help="write the JSON here")
     args = parser.parse_args()
@@ -177,6 +185,7 @@ def main() -> None:
         "seconds": args.seconds,
         "warmup_s": args.warmup,
         "switch_s": args.switch,
+        "jitter_s": args.jitter,
         "load_average_before": [round(x, 2) for x in load_before],
         "models": {},
     }

@@ -228,3 +228,35 @@ def test_stream_pipelines_the_same_frames_as_step(model, image):
     for a, b in zip(got, expected, strict=True):
         np.testing.assert_array_equal(a, b)
     assert streamed.stats()["generated_frames"] == 3 * model.frames_per_step
+
+
+@pytest.mark.parametrize("memory", ["relic", "mag", "retrieval"])
+def test_commit_of_a_proposal_equals_step(model, image, memory):
+    stepped = model.start(image, "x", memory=memory, seed=5)
+    proposed = model.start(image, "x", memory=memory, seed=5)
+    for names in ({"dolly_in"}, {"pan_left", "truck_right"}, {"tilt_up"}):
+        expected = stepped.step(names)
+        block = proposed.propose(names)
+        np.testing.assert_array_equal(proposed.commit(block), expected)
+    assert proposed.stats()["cache_tokens"] == stepped.stats()["cache_tokens"]
+    np.testing.assert_array_equal(proposed.poses[1], stepped.poses[1])
+
+
+def test_a_dropped_proposal_leaves_the_session_unchanged(model, image):
+    session = model.start(image, "x", memory="relic", seed=6)
+    session.step({"dolly_in"})
+    before = session.stats()
+    keys_before = [k.clone() for k in session.cache.keys]
+    dropped = session.propose({"pan_left"})  # e.g. a key changed before it was due
+    after = session.stats()
+    for key in ("frames", "latent_frames", "cache_tokens", "cache_bytes"):
+        assert after[key] == before[key]
+    for k0, k1 in zip(keys_before, session.cache.keys, strict=True):
+        torch.testing.assert_close(k1, k0, rtol=0, atol=0)
+    kept = session.propose({"pan_right"})
+    frames = session.commit(kept)
+    assert frames.shape == (model.frames_per_step, 64, 64, 3)
+    last = session.actions[-1]
+    assert last[ACTION_INDEX["pan_right"]] > 0 and last[ACTION_INDEX["pan_left"]] == 0
+    with pytest.raises(ValueError, match="stale proposal"):
+        session.commit(dropped)

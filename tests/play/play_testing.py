@@ -23,16 +23,33 @@ class FakeSession:
         self.frames = 1
         self.closed = False
         self.gammas: list[float] = []
+        self.proposals = 0
+
+    def propose(self, action: np.ndarray) -> tuple[int, np.ndarray, float]:
+        """Like `Session.propose`: nothing changes until `commit` (most of the step time)."""
+        assert action.shape == (13,) and action.dtype == np.float32
+        time.sleep(0.8 * self.model.step_s)
+        self.proposals += 1
+        return self.frames, action.copy(), self.gamma
+
+    def commit(self, proposal: tuple[int, np.ndarray, float]) -> np.ndarray:
+        frames, action, gamma = proposal
+        if frames != self.frames:
+            raise ValueError("stale proposal")
+        time.sleep(0.2 * self.model.step_s)
+        return self._move(action, gamma)
 
     def step(self, action: np.ndarray) -> np.ndarray:
         assert action.shape == (13,) and action.dtype == np.float32
         time.sleep(self.model.step_s)
+        return self._move(action, self.gamma)
+
+    def _move(self, action: np.ndarray, g: float) -> np.ndarray:
         a = {name: float(action[i]) for name, i in ACTION_INDEX.items()}
-        g = self.gamma
         dy = g * (a["pedestal_up"] - a["pedestal_down"]) + a["tilt_up"] - a["tilt_down"]
         dx = g * (a["truck_left"] - a["truck_right"] + a["dolly_in"] - a["dolly_out"])
         velocity = np.array([dy, dx + a["pan_left"] - a["pan_right"]])  # pixels per frame
-        self.gammas.append(self.gamma)
+        self.gammas.append(g)
         out = []
         for _ in range(self.model.frames_per_step):
             self.offset += velocity

@@ -102,6 +102,39 @@ def test_worker_paces_to_real_time_and_follows_controls():
     assert frames[0].header["frame"] == 0 and len(clip) == len(frames)
 
 
+def test_a_key_change_redoes_the_uncommitted_block():
+    model = FakeModel(step_s=0.02)
+    controls = Controls()
+    items = []
+    worker = StreamWorker(
+        model,
+        pattern(),
+        prompt="",
+        memory="relic",
+        gamma=1.0,
+        seed=0,
+        controls=controls,
+        emit=items.append,
+        clip=ClipBuffer(10.0, model.fps),
+    )
+    worker.start()
+    time.sleep(0.4)
+    controls.set_keys(frozenset({"KeyA"}), seq=1)  # mid-block: the next block is proposed
+    pressed = controls.snapshot().received_at
+    time.sleep(0.5)
+    worker.stop()
+    worker.join(5)
+    frames = [i for i in items if isinstance(i, OutFrame)]
+    first = next(f for f in frames if f.header["seq"] == 1)
+    # The block held at the key change was denoised again, so the new keys show from the next
+    # block boundary on (at most one block after the press), not one block later.
+    assert first.present_at - pressed <= 4 / 16 + 0.05
+    assert first.header["action"] == {"truck_left": 1.0}
+    session = model.started[0]
+    blocks = (len(frames) - 1) // model.frames_per_step
+    assert session.proposals >= blocks + 2  # one redone at the key change, one still held
+
+
 def test_worker_reports_engine_errors_without_raising():
     items, _ = run_worker(FakeModel(fail_start=True), Controls(), 0.1)
     assert items == [

@@ -9,14 +9,15 @@ Public API:
 - samplers: `VelocityFn`, `classifier_free_guidance`, `euler_sample`, `few_step_sample`,
   `fresh_noise`;
 - rollout (the one block loop of inference and training, Self Forcing): `rollout`,
-  `rollout_block`, `denoise_step`, `write_denoised`, `BlockInputs`, `BlockOutput`,
-  `block_spans`, `split_per_block`, `video_frame_range`.
+  `rollout_block`, `denoise_block`, `denoise_step`, `write_denoised`, `BlockInputs`,
+  `BlockOutput`, `block_spans`, `split_per_block`, `video_frame_range`.
 """
 
 from reverie.diffusion.rollout import (
     BlockInputs,
     BlockOutput,
     block_spans,
+    denoise_block,
     denoise_step,
     rollout,
     rollout_block,
@@ -63,6 +64,7 @@ __all__ = [
     "classifier_free_guidance",
     "euler_sample",
     "expand_time",
+    "denoise_block",
     "denoise_step",
     "few_step_sample",
     "fresh_noise",

@@ -199,6 +199,48 @@ def write_denoised(
         )
 
 
+def denoise_block(
+    model: nn.Module,
+    cache: KVCache,
+    inputs: BlockInputs,
+    times: Sequence[float],
+    like: torch.Tensor,
+    span: Span,
+    *,
+    exit_step: int | None = None,
+    grad: bool = False,
+    generator: torch.Generator | None = None,
+    autocast: ContextFn = contextlib.nullcontext,
+) -> BlockOutput:
+    """Denoise one block against the cache without writing it (loop 2 of the module docstring).
+
+    The cache is only read, so the block can be dropped and denoised again (e.g. with other
+    actions: `Session.propose`, the play server's speculative next block); `rollout_block` is
+    this followed by `write_denoised`.
+
+    Args: as `rollout_block` (no policy, no context noise: those belong to the write).
+
+    Returns:
+        the block's `BlockOutput`; `latents` is `(B, end - start, C, h, w)`.
+
+    Raises:
+        ValueError: `exit_step` outside `times`.
+    """
+    exit_step = len(times) - 1 if exit_step is None else exit_step
+    if not 0 <= exit_step < len(times):
+        raise ValueError(f"exit_step must be in [0, {len(times)}), got {exit_step}")
+    start_frame, end_frame = span
+    shape = (like.shape[0], end_frame - start_frame, *like.shape[2:])
+    x = fresh_noise(like.new_empty(shape), generator)  # (B, n, C, h, w) at t = 1
+    with torch.no_grad():  # denoising steps before the exit: no graph
+        for i in range(exit_step):
+            x0 = denoise_step(model, x, times[i], cache, inputs, start_frame, autocast)
+            x = noisy_sample(x0, fresh_noise(x0, generator), times[i + 1])
+    with torch.set_grad_enabled(grad and torch.is_grad_enabled()):  # the exit step
+        x0 = denoise_step(model, x, times[exit_step], cache, inputs, start_frame, autocast)
+    return BlockOutput(x0, exit_step, x.detach())
+
+
 def rollout_block(
     model: nn.Module,
     cache: KVCache,
@@ -240,30 +282,30 @@ def rollout_block(
     Raises:
         ValueError: `exit_step` outside `times`, and as `write_denoised`.
     """
-    exit_step = len(times) - 1 if exit_step is None else exit_step
-    if not 0 <= exit_step < len(times):
-        raise ValueError(f"exit_step must be in [0, {len(times)}), got {exit_step}")
-    start_frame, end_frame = span
-    shape = (like.shape[0], end_frame - start_frame, *like.shape[2:])
-    x = fresh_noise(like.new_empty(shape), generator)  # (B, n, C, h, w) at t = 1
-    with torch.no_grad():  # 2. denoising steps before the exit: no graph
-        for i in range(exit_step):
-            x0 = denoise_step(model, x, times[i], cache, inputs, start_frame, autocast)
-            x = noisy_sample(x0, fresh_noise(x0, generator), times[i + 1])
-    with torch.set_grad_enabled(grad and torch.is_grad_enabled()):  # the exit step
-        x0 = denoise_step(model, x, times[exit_step], cache, inputs, start_frame, autocast)
+    out = denoise_block(
+        model,
+        cache,
+        inputs,
+        times,
+        like,
+        span,
+        exit_step=exit_step,
+        grad=grad,
+        generator=generator,
+        autocast=autocast,
+    )
     write_denoised(  # 3. cache write
         model,
         cache,
         policy,
-        x0,
+        out.latents,
         inputs,
-        start_frame,
+        span[0],
         context_noise=context_noise,
         generator=generator,
         autocast=autocast,
     )
-    return BlockOutput(x0, exit_step, x.detach())
+    return out
 
 
 def block_spans(start_frame: int, end_frame: int, frames_per_block: int) -> list[Span]:

@@ -3,6 +3,8 @@
     session = model.start(image, "a room", memory="relic")
     frames = session.step({"dolly_in", "pan_left"})  # (4, 64, 64, 3) uint8 per step
     frames = session.observe(real_frames, actions)    # write real frames into memory
+    block = session.propose({"pan_left"})             # denoise the next block, write nothing
+    frames = session.commit(block)                    # write and decode it (= step)
 
 One `Session.step` is one block of the block-causal student (RELIC §4.2, Self Forcing
 arXiv 2506.08009 Algorithm 2, `reverie.diffusion.rollout_block`): `len(timesteps)` denoising
@@ -12,6 +14,12 @@ the policy says so, then `after_write`), and a
 streaming VAE decode of the block's latent frames into `4 * frames_per_block` video frames.
 The session owns the cache, the policy, the RNG and all positions; poses are integrated from
 the actions (RELIC §4.1.2) with translation scaled by `gamma * metres_per_unit`.
+
+`step` is `commit(propose(actions))`: the denoising passes only read the cache, so a proposed
+block can be dropped and proposed again with newer actions until it is committed. The play
+server uses this to denoise the next block early and redo it when a key changes
+(`reverie.play.stream`), which takes the wait for the next block boundary off the key-to-frame
+latency.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -31,13 +40,34 @@ from reverie.camera.actions import (
     actions_to_poses,
     names_to_action,
 )
-from reverie.diffusion.rollout import BlockInputs, rollout_block, write_denoised
+from reverie.diffusion.rollout import BlockInputs, denoise_block, write_denoised
 from reverie.engine.images import video_to_uint8
 from reverie.memory import MemoryPolicy
 from reverie.models import KVCache
 
 if TYPE_CHECKING:
     from reverie.engine.world_model import WorldModel
+
+
+@dataclass(frozen=True, eq=False)
+class Proposal:
+    """A denoised block not yet written to the cache (`Session.propose`).
+
+    Attributes:
+        latents: clean latents `(1, frames_per_block, C, h, w)` in the DiT's dtype.
+        actions: `(frames_per_step, 13)` float32 actions it was denoised with.
+        R, P: `(frames_per_step, 3, 3)` and `(frames_per_step, 3)` float64 camera poses of its
+            frames (world-to-camera rotation, position in metres, relative to frame 0).
+        start: the latent frame it starts at (valid while the session is still there).
+        denoise_s: seconds its denoising took.
+    """
+
+    latents: torch.Tensor
+    actions: np.ndarray
+    R: np.ndarray
+    P: np.ndarray
+    start: int
+    denoise_s: float
 
 
 class Session:
@@ -236,6 +266,65 @@ class Session:
         self.last_step_latency_s = time.perf_counter() - start
         return frames
 
+    @torch.inference_mode()
+    def propose(self, actions: Any) -> Proposal:
+        """Denoise the next block without writing it: the session does not change (only its
+        RNG advances), so the proposal can be dropped and the block proposed again.
+
+        Args:
+            actions: as `step`.
+
+        Returns:
+            a `Proposal` for `commit`.
+
+        Raises:
+            ValueError: bad actions. RuntimeError: closed session.
+        """
+        self._check_open()
+        a = self.parse_actions(actions)
+        R, P = self._integrate(a)
+        cond_a, cond_pose = self._conditioning(a, R, P)
+        start = time.perf_counter()
+        fpb = self._block.shape[1]
+        latents = denoise_block(
+            self.model.dit,
+            self.cache,
+            BlockInputs(self.context, self.empty_context, cond_a, cond_pose),
+            self.model.schedule.times,
+            self._block,
+            (self.latent_frames, self.latent_frames + fpb),
+            generator=self.generator,
+        ).latents
+        seconds = time.perf_counter() - start
+        self.timings["denoise_s"] += seconds
+        return Proposal(latents, a, R, P, self.latent_frames, seconds)
+
+    @torch.inference_mode()
+    def commit(self, proposal: Proposal) -> np.ndarray:
+        """Write a proposed block to the cache through the memory policy and decode it.
+
+        `commit(propose(a))` equals `step(a)` exactly (same RNG draws, same write).
+
+        Returns:
+            `(frames_per_step, res, res, 3)` uint8 RGB frames.
+
+        Raises:
+            ValueError: the proposal is stale (the session moved on since it was proposed).
+            RuntimeError: closed session.
+        """
+        self._check_open()
+        if proposal.start != self.latent_frames:
+            raise ValueError(
+                f"stale proposal: it starts at latent frame {proposal.start}, the session is at "
+                f"{self.latent_frames}; propose again"
+            )
+        start = time.perf_counter()
+        self._write(proposal.latents, proposal.actions, proposal.R, proposal.P)
+        self._record(proposal.actions, proposal.R, proposal.P)
+        frames = self._finish(proposal.latents)
+        self.last_step_latency_s = proposal.denoise_s + time.perf_counter() - start
+        return frames
+
     def stream(self, steps: Iterable[Any]) -> Iterator[np.ndarray]:
         """`step` for each item of `steps`, pipelined over two threads: block k is decoded
         on a worker thread while block k + 1 is denoised, so on 2 cores a step costs about
@@ -257,27 +346,10 @@ class Session:
 
     def _generate(self, actions: Any) -> torch.Tensor:
         """Denoise and write one block (main thread); returns its clean latents."""
-        self._check_open()
-        a = self.parse_actions(actions)
-        R, P = self._integrate(a)
-        cond_a, cond_pose = self._conditioning(a, R, P)
-        start = time.perf_counter()
-        fpb = self._block.shape[1]
-        block = rollout_block(
-            self.model.dit,
-            self.cache,
-            self.policy,
-            BlockInputs(self.context, self.empty_context, cond_a, cond_pose),
-            self.model.schedule.times,
-            self._block,
-            (self.latent_frames, self.latent_frames + fpb),
-            context_noise=self.model.config.context_noise,
-            generator=self.generator,
-        ).latents
-        self.timings["denoise_s"] += time.perf_counter() - start
-        self.latent_frames += block.shape[1]
-        self._record(a, R, P)
-        return block
+        p = self.propose(actions)
+        self._write(p.latents, p.actions, p.R, p.P)
+        self._record(p.actions, p.R, p.P)
+        return p.latents
 
     def _finish(self, block: torch.Tensor) -> np.ndarray:
         """Decode a generated block into frames and count them."""

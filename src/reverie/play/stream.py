@@ -3,13 +3,17 @@
 Three parts, so that generation never waits on the network:
 
 - :class:`Controls` — the latest held keys and gamma, written by the WebSocket receive loop and
-  read by the generator once per block (thread-safe, no queue: older key states are simply
-  overwritten).
+  read by the generator (thread-safe, no queue: older key states are simply overwritten; the
+  generator can wait for the next change).
 - :class:`StreamWorker` — one thread per session: starts the engine session, then loops
-  ``read controls -> Session.step -> JPEG-encode -> hand frames to the event loop``. It paces
-  itself against a presentation clock (at most one block ahead of real time), not against the
-  client; it pauses while the client has stopped taking frames (``should_pause``), and ends the
-  stream at a maximum length or memory-cache size (``StreamLimits``).
+  ``read controls -> Session.propose -> (wait) -> Session.commit -> JPEG-encode -> hand frames
+  to the event loop``. The next block is denoised as soon as the previous one is committed and
+  denoised again whenever the controls change before it is due; it is committed (cache write,
+  decode) just in time for its first frame. A key change therefore waits for the next block
+  boundary or for one re-denoise, whichever is later, instead of the boundary plus a whole step.
+  It paces itself against a presentation clock (at most one block ahead of real time), not
+  against the client; it pauses while the client has stopped taking frames (``should_pause``),
+  and ends the stream at a maximum length or memory-cache size (``StreamLimits``).
 - :class:`FrameOutbox` — lives on the event loop; the sender coroutine takes frames from it when
   they are due. When the client is slow, frames that are overdue beyond ``max_pending`` are
   dropped (counted), so nothing queues without bound.
@@ -50,25 +54,51 @@ class ControlState:
 
 
 class Controls:
-    """Latest-value store for the held keys and gamma (thread-safe)."""
+    """Latest-value store for the held keys and gamma (thread-safe); the generator can wait
+    for the next change (`wait_for_change`)."""
 
     def __init__(self, gamma: float = 1.0) -> None:
-        self._lock = threading.Lock()
+        self._changed = threading.Condition()
         self._state = ControlState(gamma=gamma)
 
     def set_keys(self, keys: frozenset[str], seq: int) -> None:
-        with self._lock:
+        with self._changed:
             s = self._state
             self._state = ControlState(keys, seq, time.monotonic(), s.gamma)
+            self._changed.notify_all()
 
     def set_gamma(self, gamma: float) -> None:
-        with self._lock:
+        with self._changed:
             s = self._state
             self._state = ControlState(s.keys, s.seq, s.received_at, gamma)
+            self._changed.notify_all()
 
     def snapshot(self) -> ControlState:
-        with self._lock:
+        with self._changed:
             return self._state
+
+    def wait_for_change(self, since: ControlState, timeout: float) -> ControlState:
+        """The latest state as soon as it is not ``since``, or after ``timeout`` seconds
+        (``since`` itself when nothing changed; returns at once for ``timeout <= 0``)."""
+        with self._changed:
+            self._changed.wait_for(lambda: self._state is not since, max(0.0, timeout))
+            return self._state
+
+
+COMMIT_MARGIN_S = 0.01  # slack before a block's first frame is due when committing it
+
+
+def _running_mean(mean: float, value: float) -> float:
+    return value if mean == 0.0 else 0.8 * mean + 0.2 * value
+
+
+@dataclass(frozen=True)
+class _Proposal:
+    """A denoised next block (``Session.propose``), its held action and denoise seconds."""
+
+    block: object
+    action: np.ndarray
+    denoise_s: float
 
 
 @dataclass(frozen=True)
@@ -164,13 +194,13 @@ class FrameOutbox:
 
 
 class StreamWorker(threading.Thread):
-    """Generation thread of one session: engine start, then ``step`` once per block.
+    """Generation thread of one session: engine start, then ``propose``/``commit`` per block.
 
     Args:
         model: the world model (``reverie.engine.WorldModel`` interface).
         image: start image ``(H, W, 3)`` uint8 (resized by the engine).
         prompt, memory, gamma, seed: ``model.start`` arguments; ``gamma`` is the start value.
-        controls: read once per block.
+        controls: read when a block is proposed; a change re-proposes the uncommitted block.
         emit: called from this thread with each :class:`OutFrame` and each event dict
             (``ready``, ``error``); must be thread-safe (the server posts to its event loop).
         clip: receives every generated frame with its action-log entry.
@@ -180,7 +210,8 @@ class StreamWorker(threading.Thread):
         limits: the stream's maximum length and cache size (`StreamLimits`).
 
     The velocity coefficient read from the controls is set on the engine session
-    (``Session.gamma``, RELIC §5.2) before each step, so the slider acts from the next block.
+    (``Session.gamma``, RELIC §5.2) before each proposal, so the slider acts from the next
+    uncommitted block.
     """
 
     def __init__(
@@ -236,10 +267,11 @@ class StreamWorker(threading.Thread):
         static = keys_to_action(())
         state = self.controls.snapshot()
         self.emit({"type": "ready", "memory": self.memory, "prompt": self.prompt})
-        next_time = time.monotonic()
+        next_time = time.monotonic()  # when the next block's first frame is due
         self._publish(session, session.first_frame[None], static[None], state, next_time, 0.0)
         next_time += 1.0 / fps
-        est_step_s = 0.0  # running mean of Session.step time
+        est_denoise_s = est_commit_s = 0.0  # running means of propose / commit + publish
+        proposal = None
         while not self._stop_event.is_set():
             if self._over_limit(session):
                 break
@@ -249,24 +281,44 @@ class StreamWorker(threading.Thread):
                     break
                 self.paused_s += time.monotonic() - tic
                 continue
-            # Start the step so that its frames are ready about when they are due (one frame of
-            # slack): reading the keys any earlier would only add latency.
-            wait = next_time - est_step_s - 1.0 / fps - time.monotonic()
-            if wait > 0 and self._stop_event.wait(wait):
+            if proposal is None:
+                state = self.controls.snapshot()
+                proposal = self._propose(session, state)
+                est_denoise_s = _running_mean(est_denoise_s, proposal.denoise_s)
+            # Hold the proposal until it must be committed to be on time; a control change
+            # before then denoises the block again with the new keys.
+            commit_at = next_time - est_commit_s - COMMIT_MARGIN_S
+            while not self._stop_event.is_set():
+                latest = self.controls.wait_for_change(state, commit_at - time.monotonic())
+                if latest is state:
+                    break
+                state = latest
+                proposal = self._propose(session, state)
+                est_denoise_s = _running_mean(est_denoise_s, proposal.denoise_s)
+                if time.monotonic() >= commit_at:
+                    break
+            if self._stop_event.is_set():
                 break
-            state = self.controls.snapshot()
-            action = keys_to_action(state.keys)  # (13,), held for the whole step
-            session.gamma = state.gamma
-            t0 = time.perf_counter()
-            frames = session.step(action)  # (n, res, res, 3) uint8
-            step_s = time.perf_counter() - t0
-            est_step_s = step_s if est_step_s == 0.0 else 0.8 * est_step_s + 0.2 * step_s
+            tic = time.perf_counter()
+            frames = session.commit(proposal.block)  # (n, res, res, 3) uint8
+            commit_s = time.perf_counter() - tic
             # Frames of a block are spread over the time the next block takes, at most fps.
-            spacing = max(1.0 / fps, est_step_s / n)
+            spacing = max(1.0 / fps, (est_denoise_s + est_commit_s) / n)
             base = max(next_time, time.monotonic())
-            actions = np.broadcast_to(action, (len(frames), len(action)))  # (n, 13)
+            actions = np.broadcast_to(proposal.action, (len(frames), len(proposal.action)))
+            step_s = proposal.denoise_s + commit_s
             self._publish(session, frames, actions, state, base, step_s, spacing=spacing)
+            est_commit_s = _running_mean(est_commit_s, time.perf_counter() - tic)
             next_time = base + len(frames) * spacing
+            proposal = None
+
+    def _propose(self, session, state: ControlState) -> _Proposal:
+        """Denoise the next block with the controls of ``state`` (nothing is written)."""
+        action = keys_to_action(state.keys)  # (13,), held for the whole step
+        session.gamma = state.gamma
+        tic = time.perf_counter()
+        block = session.propose(action)
+        return _Proposal(block, action, time.perf_counter() - tic)
 
     def _over_limit(self, session) -> bool:
         """Ends the stream (with a message) at the maximum length or cache size."""
