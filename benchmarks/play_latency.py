@@ -6,7 +6,8 @@ clients that behave like the page (each frame acknowledged on arrival), starts p
 `--jitter` seconds (seeded), along a fixed schedule (W, none, left, D+up, S, Q+right, ...). The
 jitter lets key changes land at every phase of the block clock, as a person's do: with a fixed
 period that is a multiple of the block time (2.5 s = 10 blocks at 16 fps) every change would
-meet the same phase and the median would measure one point of the distribution. Measured after `--warmup` seconds, for `--seconds`:
+meet the same phase and the median would measure one point of the distribution. Measured
+after `--warmup` seconds, for `--seconds`:
 
 - `delivered_fps`: frames received per second of wall time, per client;
 - `latency_ms`: key-to-frame latency, client clock: from sending key message `seq = k` to

@@ -68,3 +68,22 @@ def test_kv_dtype_names_match_the_engine():
     from reverie.evaluation.cli import KV_DTYPE_CHOICES
 
     assert KV_DTYPE_CHOICES == tuple(KV_DTYPES)
+
+
+def test_side_by_side_times_the_long_session_against_a_young_one():
+    from reverie.evaluation.speed import SpeedConfig, run_speed
+
+    model = WorldModel.random()
+    cfg = SpeedConfig(
+        minutes=0.05, policies=("relic",), compare_age_s=1.0, compare_rounds=2, compare_steps=3
+    )
+    relic = run_speed(model, cfg, progress=False)["policies"]["relic"]
+    side = relic["side_by_side"]
+    assert side["rounds"] == 2 and side["steps_per_round"] == 2
+    assert side["long_over_reference_p50"] == side["long_p50_s"] / side["reference_p50_s"] > 0
+    # Video frames at 16 fps: the start frame, then 4 per step: 12 steps streamed (3 s) or 4
+    # (the reference's 1 s), one more denoised ahead by the pipeline, 2 rounds of 3 steps.
+    assert side["long_age_s"] == (1 + 4 * (12 + 1 + 6)) / 16
+    assert side["reference_age_s"] == (1 + 4 * (4 + 1 + 6)) / 16
+    short = SpeedConfig(minutes=0.05, policies=("window",), compare_age_s=2.0)
+    assert run_speed(model, short, progress=False)["policies"]["window"]["side_by_side"] is None

@@ -56,6 +56,29 @@ def test_export_packages_the_student_and_the_component_runs(tmp_path, monkeypatc
 
     bare = export(vae=tmp_path / "vae", latents=latents, student=student, out=tmp_path / "bare")
     assert bare.components == {} and bare.config.memory == {}
+    options = json.dumps(
+        {"mag": {"block_frames": 3, "write_with_empty_text": False}, "relic": {"max_tokens": 9}}
+    )
+    code = main(
+        ["--vae", str(tmp_path / "vae"), "--latents", str(latents), "--student", str(student)]
+        + ["--memory", options, "--out", str(tmp_path / "configured")]
+    )
+    configured = WorldModel.from_pretrained(tmp_path / "configured")
+    assert code == 0 and configured.components == {}
+    assert configured.config.memory == json.loads(options)
+    policy = configured.make_policy("mag")
+    assert policy.writer is None and not policy.write_spec.empty_text
+    assert configured.make_policy("relic").config.max_tokens == 9
+    for bad, match in (({"nope": {}}, "unknown memory policy"), ({"relic": {"x": 1}}, "x")):
+        with pytest.raises(ValueError, match=match):
+            export(
+                vae=tmp_path / "vae",
+                latents=latents,
+                student=student,
+                out=tmp_path / "bad",
+                memory_options=bad,
+            )
+    assert not (tmp_path / "bad").exists()
     with pytest.raises(ValueError, match="trains no component"):
         export(
             vae=tmp_path / "vae",

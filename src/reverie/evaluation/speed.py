@@ -19,6 +19,14 @@ cache_frames, latency_s, rss_bytes}]``. For long streams (issue 11), ``first_min
 the end over the RSS at 1 minute (the process's current resident set from ``/proc``, Linux).
 ``wall_limit_s`` stops a policy's stream early (``stopped_early``; e.g. ``full``, whose cost
 grows with the stream); its statistics then cover what was streamed.
+
+First and last minute are an hour-scale comparison on a machine whose speed can drift by 10-20%
+between minutes (other tenants, clocks), so ``side_by_side`` also measures the same thing in one
+run: when the stream is at least twice ``compare_age_s`` long, a second session of the same
+policy is streamed to ``compare_age_s`` (1 minute), then ``compare_rounds`` rounds alternate
+``compare_steps`` steps of the long session and of the 1-minute one (the first step after each
+switch dropped). Reported: both step-time medians, ``long_over_reference_p50`` and the ages
+(video seconds) of both sessions when the comparison ends.
 """
 
 from __future__ import annotations
@@ -49,6 +57,8 @@ class SpeedConfig:
         seed: generation seed.
         kv_dtype: KV-cache storage dtype (`reverie.engine.world_model.KV_DTYPES`).
         wall_limit_s: stop a policy's stream after this many wall seconds (None: never).
+        compare_age_s: age of the reference session of ``side_by_side`` (video seconds).
+        compare_rounds, compare_steps: alternations of ``side_by_side`` and steps per turn.
     """
 
     minutes: float = 1.0
@@ -58,6 +68,9 @@ class SpeedConfig:
     seed: int = 0
     kv_dtype: str = "auto"
     wall_limit_s: float | None = None
+    compare_age_s: float = 60.0
+    compare_rounds: int = 5
+    compare_steps: int = 20
 
     def __post_init__(self) -> None:
         if not self.minutes > 0 or not self.sample_every_s > 0 or not self.policies:
@@ -66,6 +79,8 @@ class SpeedConfig:
             raise ValueError(f"--warmup-steps must be >= 0, got {self.warmup_steps}")
         if self.wall_limit_s is not None and not self.wall_limit_s > 0:
             raise ValueError(f"--wall-limit-minutes must be > 0, got {self.wall_limit_s / 60}")
+        if not self.compare_age_s > 0 or min(self.compare_rounds, self.compare_steps - 1) < 1:
+            raise ValueError("need compare_age_s > 0, compare_rounds >= 1, compare_steps >= 2")
 
 
 def current_rss_bytes() -> int | None:
@@ -108,16 +123,27 @@ def stream(
     (looped).
     """
     fs = model.frames_per_step
-    session = model.start(
-        image, prompt, memory=policy, gamma=gamma, seed=cfg.seed, kv_dtype=cfg.kv_dtype
-    )
+
+    def start():
+        return model.start(
+            image, prompt, memory=policy, gamma=gamma, seed=cfg.seed, kv_dtype=cfg.kv_dtype
+        )
+
+    def action_blocks():  # the path's commanded actions, looped, one step at a time
+        n = (len(actions) - 1) // fs * fs  # whole steps of the path after its first frame
+        k = 0
+        while True:
+            yield actions[1 + (k * fs) % n : 1 + (k * fs) % n + fs]
+            k += 1
+
+    session = start()
     every = max(1, round(cfg.sample_every_s * model.fps / fs))
     latencies, curve = [], []
-    n = (len(actions) - 1) // fs * fs  # whole steps of the path after its first frame
-    blocks = (actions[1 + (k * fs) % n : 1 + (k * fs) % n + fs] for k in range(steps))
+    frames = session.stream(action_blocks())  # denoise k + 1 while decoding k
     begin = tic = time.perf_counter()
     stopped_early = False
-    for k, _ in enumerate(session.stream(blocks)):  # denoise k + 1 while decoding k
+    for k in range(steps):
+        next(frames)
         now = time.perf_counter()
         latencies.append(now - tic)  # wall time per step in the pipelined stream
         tic = now
@@ -137,6 +163,10 @@ def stream(
         if over and k < steps - 1:
             stopped_early = True
             break
+    side_by_side = None
+    if len(latencies) * fs / model.fps >= 2 * cfg.compare_age_s:
+        side_by_side = compare(model, session, frames, start(), action_blocks(), cfg)
+    frames.close()
     session.close()
     done = len(latencies)
     video_s = (1 + np.arange(done)) * fs / model.fps  # video time at the end of each step
@@ -171,8 +201,43 @@ def stream(
         "final_cache_bytes": curve[-1]["cache_bytes"],
         "max_cache_tokens": max(c["cache_tokens"] for c in curve),
         "max_cache_bytes": max(c["cache_bytes"] for c in curve),
+        "side_by_side": side_by_side,
         "curve": curve,
     }
+
+
+def compare(model, long_session, long_frames, reference, reference_blocks, cfg) -> dict:
+    """``side_by_side`` of the module docstring: the long session (``long_frames``: its
+    ``Session.stream`` generator) against a fresh ``reference`` session streamed to
+    ``cfg.compare_age_s``, alternating; closes the reference session."""
+    fs = model.frames_per_step
+    ref_frames = reference.stream(reference_blocks)
+    for _ in range(max(1, round(cfg.compare_age_s * model.fps / fs))):
+        next(ref_frames)
+    times: dict[str, list[float]] = {"long": [], "reference": []}
+    for _ in range(cfg.compare_rounds):
+        for name, frames in (("long", long_frames), ("reference", ref_frames)):
+            tic = time.perf_counter()
+            for i in range(cfg.compare_steps):
+                next(frames)
+                now = time.perf_counter()
+                if i:  # the first step after a switch starts on cold CPU caches
+                    times[name].append(now - tic)
+                tic = now
+    long_p50 = float(np.median(times["long"]))
+    ref_p50 = float(np.median(times["reference"]))
+    out = {
+        "long_p50_s": long_p50,
+        "reference_p50_s": ref_p50,
+        "long_over_reference_p50": long_p50 / ref_p50,
+        "long_age_s": long_session.stats()["frames"] / model.fps,
+        "reference_age_s": reference.stats()["frames"] / model.fps,
+        "rounds": cfg.compare_rounds,
+        "steps_per_round": cfg.compare_steps - 1,
+    }
+    ref_frames.close()
+    reference.close()
+    return out
 
 
 def run_speed(model, cfg: SpeedConfig, *, progress: bool = True) -> dict:
@@ -217,16 +282,19 @@ def format_table(result: dict) -> str:
     """Short text table (one row per policy)."""
     lines = [
         f"{'policy':<10} {'FPS':>7} {'x real':>6} {'p50 ms':>7} {'p95 ms':>7} "
-        f"{'cache tok':>9} {'cache MB':>8} {'video s':>7} {'last/1st':>8} {'RSS x':>6}"
+        f"{'cache tok':>9} {'cache MB':>8} {'video s':>7} {'last/1st':>8} {'RSS x':>6} "
+        f"{'long/1min':>9}"
     ]
     for name, r in result["policies"].items():
         ratio, growth = r.get("last_over_first_p50"), r.get("rss_growth")
+        side = (r.get("side_by_side") or {}).get("long_over_reference_p50")
         lines.append(
             f"{name:<10} {r['fps']:7.2f} {r['realtime_factor']:6.2f} "
             f"{1e3 * r['latency_p50_s']:7.1f} {1e3 * r['latency_p95_s']:7.1f} "
             f"{r['max_cache_tokens']:9d} {r['max_cache_bytes'] / 2**20:8.2f} {r['seconds']:7.1f} "
             f"{'-' if ratio is None else f'{ratio:.3f}':>8} "
-            f"{'-' if growth is None else f'{growth:.3f}':>6}"
+            f"{'-' if growth is None else f'{growth:.3f}':>6} "
+            f"{'-' if side is None else f'{side:.3f}':>9}"
             + (" (stopped early)" if r.get("stopped_early") else "")
         )
     return "\n".join(lines)

@@ -2,7 +2,8 @@
 
     python -m reverie.training.export --vae runs/default/vae --latents runs/default/latents \
         --student runs/default/student [--mag runs/default/mag] \
-        [--retrieval runs/default/retrieval] --out src/reverie/assets/default
+        [--retrieval runs/default/retrieval] [--memory '{"relic": {"max_tokens": 400}}'] \
+        --out src/reverie/assets/default
 
 The student's EMA weights become `dit/`; the VAE gets the per-channel latent mean/std that
 `reverie encode` measured folded into its config, so `VideoVAE.encode` returns exactly the
@@ -10,12 +11,14 @@ standardised latents the teacher and student were trained on; `metres_per_unit` 
 RELIC scale d-bar (Algorithm 1) of the encoded episodes. Each `--<stage>` run of a stage that
 trains a learned memory component (`Stage.component`: `mag` MAG's memory model, `retrieval`
 the LongLive-RAG embedder) becomes that component (`Stage.export_component`), saved with the
-`reverie.memory.Component` its policy declares.
+`reverie.memory.Component` its policy declares. `--memory` sets memory-policy defaults of the
+package (`WorldModelConfig.memory`, config fields by policy name), over those a component brings.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 from collections.abc import Mapping
@@ -26,6 +29,8 @@ from safetensors.torch import load_file
 
 from reverie.engine.config import WorldModelConfig
 from reverie.engine.world_model import WorldModel
+from reverie.memory import policy_names
+from reverie.memory.policy import POLICIES
 from reverie.models import WanDiT
 from reverie.models.state_dicts import load_state_dict_checked
 from reverie.training.checkpoint import latest_checkpoint, read_checkpoint_config
@@ -51,6 +56,16 @@ def run_summary(run_dir: Path) -> dict[str, Any]:
     return summary
 
 
+def check_policy_options(name: str, fields: Mapping[str, Any]) -> None:
+    """Raise ValueError unless `name` is a memory policy and `fields` are its config fields."""
+    if name not in policy_names():
+        raise ValueError(f"unknown memory policy {name!r}; known: {', '.join(policy_names())}")
+    known = {f.name for f in dataclasses.fields(POLICIES.get(name).config_class)}
+    unknown = sorted(set(fields) - known)
+    if unknown:
+        raise ValueError(f"{name}: unknown config fields {unknown}; known: {sorted(known)}")
+
+
 def component_stages() -> list[str]:
     """The registered stages whose runs train a packaged memory component, sorted."""
     return [name for name in stage_names() if get_stage(name).component is not None]
@@ -63,6 +78,7 @@ def export(
     student: Path,
     out: Path,
     component_runs: Mapping[str, Path] | None = None,
+    memory_options: Mapping[str, Mapping[str, Any]] | None = None,
     provenance: dict[str, Any] | None = None,
 ) -> WorldModel:
     """Build the `WorldModel` from the runs and `save_pretrained` it to `out`.
@@ -70,10 +86,12 @@ def export(
     Args:
         component_runs: training runs by stage name, for stages of `component_stages()`
             (e.g. `{"mag": Path("runs/mag"), "retrieval": Path("runs/retrieval")}`).
+        memory_options: config fields by policy name (e.g. `{"relic": {"max_tokens": 400}}`),
+            merged over the options the components bring.
 
     Raises:
         FileNotFoundError / ValueError: a missing run, unfinished encode, misfit weights, a
-            stage that trains no component.
+            stage that trains no component, an unknown policy or config field.
     """
     index = read_index(latents, "latents")
     if "latent_mean" not in index:
@@ -95,6 +113,9 @@ def export(
             raise ValueError(f"stage {name!r} trains no component; use {component_stages()}")
         components[stage.component], options = stage.export_component(Path(run))
         memory.update(options)
+    for name, fields in (memory_options or {}).items():
+        check_policy_options(name, fields)
+        memory[name] = {**memory.get(name, {}), **fields}
     cfg = WorldModelConfig(
         resolution=index["settings"]["resolution"][0],
         fps=int(index.get("fps", 16)),
@@ -111,6 +132,16 @@ def export(
     return model
 
 
+def _json_object(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f"not JSON: {e}") from e
+    if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
+        raise argparse.ArgumentTypeError('expected {"policy": {"field": value}, ...}')
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--vae", type=Path, required=True)
@@ -119,6 +150,12 @@ def main(argv: list[str] | None = None) -> int:
     for name in component_stages():
         component = get_stage(name).component
         p.add_argument(f"--{name}", type=Path, help=f"a {name} run (packages its {component})")
+    p.add_argument(
+        "--memory",
+        type=_json_object,
+        default=None,
+        help='memory-policy defaults as JSON, e.g. \'{"relic": {"max_tokens": 400}}\'',
+    )
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--provenance", type=Path, help="JSON file merged into the provenance")
     args = p.parse_args(argv)
@@ -135,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         latents=args.latents,
         student=args.student,
         component_runs=component_runs,
+        memory_options=args.memory,
         out=args.out,
         provenance=provenance,
     )
