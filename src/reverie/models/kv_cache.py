@@ -259,7 +259,7 @@ class KVCache:
         """Layer `index`'s cached `(keys, values)`, each `(B, H, N, Dh)`, keys with RoPE."""
         if self.is_empty:
             raise ValueError("the cache is empty")
-        return self.keys[index], self.values[index]
+        return self._read(self._k, self._k_scale, index), self._read(self._v, self._v_scale, index)
 
     def past_for_layers(self, room: int = 0) -> list[PastKeyValues | None]:
         """Every layer's context for the next forward of `room` tokens.
