@@ -56,12 +56,10 @@ Reverie >= 3x the faster peer.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import math
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -69,6 +67,8 @@ import time
 import traceback
 from datetime import date
 from pathlib import Path
+
+from peak_rss import peak_kb, reset_peak, status_kb
 
 SYSTEMS = ("reverie", "helios", "wan_window")
 LATENT_CHANNELS, LATENT_SIZE = 16, 16  # 64x64 video, 4x spatial tokenizer
@@ -91,33 +91,6 @@ PEER_SHAPES = dict(  # diffusers' Wan-family transformer arguments shared by bot
     ffn_dim=FFN_DIM,
     num_layers=LAYERS,
 )
-
-
-# ----------------------------------------------------------------------------- memory
-def _status_kb(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise KeyError(field)
-
-
-def _reset_peak() -> str:
-    """Reset the peak-RSS counter; returns the measurement method used."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except OSError:
-        pass
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return "VmHWM after clear_refs=5"
-    except OSError:
-        return "ru_maxrss (clear_refs not writable)"
-
-
-def _peak_kb(method: str) -> int:
-    if method.startswith("VmHWM"):
-        return _status_kb("VmHWM")
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 # ----------------------------------------------------------------------------- systems
@@ -428,10 +401,10 @@ def run_case(system: str, args: argparse.Namespace) -> dict:
     info, stream = BUILDERS[system](args)
     stream(PREWARM_FRAMES, 0)  # throwaway: first calls, lazy allocations
     gc.collect()
-    method = _reset_peak()
-    baseline = _status_kb("VmRSS")
+    method = reset_peak()
+    baseline = status_kb("VmRSS")
     seconds = stream(args.warmup + args.latent_frames, args.warmup)
-    peak = _peak_kb(method)
+    peak = peak_kb(method)
     return {
         **info,
         "seconds": seconds,

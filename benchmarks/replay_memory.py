@@ -30,16 +30,16 @@ small updates).
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import time
 from datetime import date
 from pathlib import Path
+
+from peak_rss import peak_kb, reset_peak, status_kb
 
 FRAMES = (4, 8, 16, 32)
 QUICK_FRAMES = (4, 16)
@@ -48,29 +48,6 @@ SERIES = (("replay", "full"), ("naive", "full"), ("replay", "relic"))
 TEXT_TOKENS = 64
 LATENT_SIZE = (8, 8)
 GUIDANCE = 3.0
-
-
-def _status_kb(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise KeyError(field)
-
-
-def _reset_peak() -> str:
-    """Reset the peak-RSS counter; returns the measurement method used."""
-    ctypes.CDLL("libc.so.6").malloc_trim(0)
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return "VmHWM after clear_refs=5"
-    except OSError:
-        return "ru_maxrss (clear_refs not writable)"
-
-
-def _peak_kb(method: str) -> int:
-    if method.startswith("VmHWM"):
-        return _status_kb("VmHWM")
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 def run_case(mode: str, policy: str, frames: int) -> dict:
@@ -142,12 +119,12 @@ def run_case(mode: str, policy: str, frames: int) -> dict:
 
     update(conditioning(2), 2)  # warm-up: gradients and AdamW state join the baseline
     cond = conditioning(frames + 1)
-    method = _reset_peak()
-    baseline = _status_kb("VmRSS")
+    method = reset_peak()
+    baseline = status_kb("VmRSS")
     start = time.perf_counter()
     update(cond, frames + 1)
     seconds = time.perf_counter() - start
-    peak = _peak_kb(method)
+    peak = peak_kb(method)
     return {
         "mode": mode,
         "policy": policy,

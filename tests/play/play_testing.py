@@ -8,11 +8,22 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import dataclass
 
 import numpy as np
 from fastapi.testclient import TestClient
 
 from reverie.camera.actions import ACTION_INDEX
+
+
+@dataclass(frozen=True)
+class FakeProposal:
+    """The fields of `reverie.engine.session.Proposal` the play worker reads."""
+
+    actions: np.ndarray  # (frames_per_step, 13)
+    denoise_s: float
+    start: int
+    gamma: float
 
 
 class FakeSession:
@@ -25,19 +36,19 @@ class FakeSession:
         self.gammas: list[float] = []
         self.proposals = 0
 
-    def propose(self, action: np.ndarray) -> tuple[int, np.ndarray, float]:
+    def propose(self, action: np.ndarray) -> FakeProposal:
         """Like `Session.propose`: nothing changes until `commit` (most of the step time)."""
         assert action.shape == (13,) and action.dtype == np.float32
         time.sleep(0.8 * self.model.step_s)
         self.proposals += 1
-        return self.frames, action.copy(), self.gamma
+        actions = np.tile(action, (self.model.frames_per_step, 1))
+        return FakeProposal(actions, 0.8 * self.model.step_s, self.frames, self.gamma)
 
-    def commit(self, proposal: tuple[int, np.ndarray, float]) -> np.ndarray:
-        frames, action, gamma = proposal
-        if frames != self.frames:
+    def commit(self, proposal: FakeProposal) -> np.ndarray:
+        if proposal.start != self.frames:
             raise ValueError("stale proposal")
         time.sleep(0.2 * self.model.step_s)
-        return self._move(action, gamma)
+        return self._move(proposal.actions[0], proposal.gamma)
 
     def step(self, action: np.ndarray) -> np.ndarray:
         assert action.shape == (13,) and action.dtype == np.float32

@@ -64,7 +64,9 @@ def test_clip_buffer_keeps_the_last_seconds(tmp_path):
         ClipBuffer(1.0, 16).snapshot()
 
 
-def run_worker(model, controls, seconds):
+def run_worker(model, controls, seconds, then=None):
+    """Run a worker for ``seconds``; with ``then = (after_s, fn)``, call ``fn()`` after
+    ``after_s`` seconds and keep running for ``seconds`` more."""
     items = []
     clip = ClipBuffer(10.0, model.fps)
     worker = StreamWorker(
@@ -79,6 +81,9 @@ def run_worker(model, controls, seconds):
         clip=clip,
     )
     worker.start()
+    if then is not None:
+        time.sleep(then[0])
+        then[1]()
     time.sleep(seconds)
     worker.stop()
     worker.join(5)
@@ -105,25 +110,10 @@ def test_worker_paces_to_real_time_and_follows_controls():
 def test_a_key_change_redoes_the_uncommitted_block():
     model = FakeModel(step_s=0.02)
     controls = Controls()
-    items = []
-    worker = StreamWorker(
-        model,
-        pattern(),
-        prompt="",
-        memory="relic",
-        gamma=1.0,
-        seed=0,
-        controls=controls,
-        emit=items.append,
-        clip=ClipBuffer(10.0, model.fps),
-    )
-    worker.start()
-    time.sleep(0.4)
-    controls.set_keys(frozenset({"KeyA"}), seq=1)  # mid-block: the next block is proposed
+    # Mid-block, while the next block is proposed and held:
+    press = (0.4, lambda: controls.set_keys(frozenset({"KeyA"}), seq=1))
+    items, _ = run_worker(model, controls, 0.5, then=press)
     pressed = controls.snapshot().received_at
-    time.sleep(0.5)
-    worker.stop()
-    worker.join(5)
     frames = [i for i in items if isinstance(i, OutFrame)]
     first = next(f for f in frames if f.header["seq"] == 1)
     # The block held at the key change was denoised again, so the new keys show from the next

@@ -58,6 +58,7 @@ class Proposal:
         actions: `(frames_per_step, 13)` float32 actions it was denoised with.
         R, P: `(frames_per_step, 3, 3)` and `(frames_per_step, 3)` float64 camera poses of its
             frames (world-to-camera rotation, position in metres, relative to frame 0).
+        inputs: its text, action and pose conditioning (reused by the cache write).
         start: the latent frame it starts at (valid while the session is still there).
         denoise_s: seconds its denoising took.
     """
@@ -66,6 +67,7 @@ class Proposal:
     actions: np.ndarray
     R: np.ndarray
     P: np.ndarray
+    inputs: BlockInputs
     start: int
     denoise_s: float
 
@@ -185,14 +187,15 @@ class Session:
         )
         return R[1:], P[1:]
 
-    def _conditioning(self, actions: np.ndarray, R: np.ndarray, P: np.ndarray):
+    def _inputs(self, actions: np.ndarray, R: np.ndarray, P: np.ndarray) -> BlockInputs:
+        """Text, action and pose conditioning of the frames moved by `actions`."""
         device, dtype = self.model.device, next(self.model.dit.parameters()).dtype
         a = torch.from_numpy(actions).to(device, dtype)[None]  # (1, F, 13)
         pose = (
             torch.from_numpy(R).to(device, dtype)[None],  # (1, F, 3, 3)
             torch.from_numpy(P).to(device, dtype)[None],  # (1, F, 3)
         )
-        return a, pose
+        return BlockInputs(self.context, self.empty_context, a, pose)
 
     def _record(self, actions: np.ndarray, R: np.ndarray, P: np.ndarray) -> None:
         self._actions.extend(actions)
@@ -225,18 +228,17 @@ class Session:
         static[0, STATIC_INDEX] = 1.0
         R, P = np.eye(3)[None], np.zeros((1, 3))
         self._record(static, R, P)
-        self._write(latents, static, R, P)
+        self._write(latents, self._inputs(static, R, P))
         return self._decode(latents)[0]
 
-    def _write(self, latents: torch.Tensor, actions, R, P) -> None:
-        a, pose = self._conditioning(actions, R, P)
+    def _write(self, latents: torch.Tensor, inputs: BlockInputs) -> None:
         tic = time.perf_counter()
         write_denoised(
             self.model.dit,
             self.cache,
             self.policy,
             latents.to(self._block.dtype),
-            BlockInputs(self.context, self.empty_context, a, pose),
+            inputs,
             self.latent_frames,
             context_noise=self.model.config.context_noise,
             generator=self.generator,
@@ -283,13 +285,13 @@ class Session:
         self._check_open()
         a = self.parse_actions(actions)
         R, P = self._integrate(a)
-        cond_a, cond_pose = self._conditioning(a, R, P)
+        inputs = self._inputs(a, R, P)
         start = time.perf_counter()
         fpb = self._block.shape[1]
         latents = denoise_block(
             self.model.dit,
             self.cache,
-            BlockInputs(self.context, self.empty_context, cond_a, cond_pose),
+            inputs,
             self.model.schedule.times,
             self._block,
             (self.latent_frames, self.latent_frames + fpb),
@@ -297,7 +299,7 @@ class Session:
         ).latents
         seconds = time.perf_counter() - start
         self.timings["denoise_s"] += seconds
-        return Proposal(latents, a, R, P, self.latent_frames, seconds)
+        return Proposal(latents, a, R, P, inputs, self.latent_frames, seconds)
 
     @torch.inference_mode()
     def commit(self, proposal: Proposal) -> np.ndarray:
@@ -319,9 +321,7 @@ class Session:
                 f"{self.latent_frames}; propose again"
             )
         start = time.perf_counter()
-        self._write(proposal.latents, proposal.actions, proposal.R, proposal.P)
-        self._record(proposal.actions, proposal.R, proposal.P)
-        frames = self._finish(proposal.latents)
+        frames = self._finish(self._apply(proposal))
         self.last_step_latency_s = proposal.denoise_s + time.perf_counter() - start
         return frames
 
@@ -346,8 +346,11 @@ class Session:
 
     def _generate(self, actions: Any) -> torch.Tensor:
         """Denoise and write one block (main thread); returns its clean latents."""
-        p = self.propose(actions)
-        self._write(p.latents, p.actions, p.R, p.P)
+        return self._apply(self.propose(actions))
+
+    def _apply(self, p: Proposal) -> torch.Tensor:
+        """Write a proposal's block through the policy and record its camera; its latents."""
+        self._write(p.latents, p.inputs)
         self._record(p.actions, p.R, p.P)
         return p.latents
 
@@ -402,7 +405,7 @@ class Session:
         fpb = self.model.frames_per_block
         for b, a in enumerate(rows):
             R, P = self._integrate(a)
-            self._write(latents[:, b * fpb : (b + 1) * fpb], a, R, P)
+            self._write(latents[:, b * fpb : (b + 1) * fpb], self._inputs(a, R, P))
             self._record(a, R, P)
             out.append(self._decode(latents[:, b * fpb : (b + 1) * fpb]))
         return np.concatenate(out)

@@ -93,15 +93,6 @@ def _running_mean(mean: float, value: float) -> float:
 
 
 @dataclass(frozen=True)
-class _Proposal:
-    """A denoised next block (``Session.propose``), its held action and denoise seconds."""
-
-    block: object
-    action: np.ndarray
-    denoise_s: float
-
-
-@dataclass(frozen=True)
 class StreamLimits:
     """Bounds of one stream, so that a forgotten tab cannot hold memory or a core forever.
 
@@ -300,25 +291,23 @@ class StreamWorker(threading.Thread):
             if self._stop_event.is_set():
                 break
             tic = time.perf_counter()
-            frames = session.commit(proposal.block)  # (n, res, res, 3) uint8
+            frames = session.commit(proposal)  # (n, res, res, 3) uint8
             commit_s = time.perf_counter() - tic
             # Frames of a block are spread over the time the next block takes, at most fps.
             spacing = max(1.0 / fps, (est_denoise_s + est_commit_s) / n)
             base = max(next_time, time.monotonic())
-            actions = np.broadcast_to(proposal.action, (len(frames), len(proposal.action)))
+            actions = proposal.actions  # (n, 13): the held action per frame
             step_s = proposal.denoise_s + commit_s
             self._publish(session, frames, actions, state, base, step_s, spacing=spacing)
             est_commit_s = _running_mean(est_commit_s, time.perf_counter() - tic)
             next_time = base + len(frames) * spacing
             proposal = None
 
-    def _propose(self, session, state: ControlState) -> _Proposal:
-        """Denoise the next block with the controls of ``state`` (nothing is written)."""
-        action = keys_to_action(state.keys)  # (13,), held for the whole step
+    def _propose(self, session, state: ControlState):
+        """``Session.propose`` of the next block with the controls of ``state`` (nothing is
+        written); the proposal carries its per-frame ``actions`` and ``denoise_s``."""
         session.gamma = state.gamma
-        tic = time.perf_counter()
-        block = session.propose(action)
-        return _Proposal(block, action, time.perf_counter() - tic)
+        return session.propose(keys_to_action(state.keys))  # held for the whole step
 
     def _over_limit(self, session) -> bool:
         """Ends the stream (with a message) at the maximum length or cache size."""

@@ -18,7 +18,6 @@ package (`WorldModelConfig.memory`, config fields by policy name), over those a 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import statistics
 from collections.abc import Mapping
@@ -29,8 +28,7 @@ from safetensors.torch import load_file
 
 from reverie.engine.config import WorldModelConfig
 from reverie.engine.world_model import WorldModel
-from reverie.memory import policy_names
-from reverie.memory.policy import POLICIES
+from reverie.memory import get_policy
 from reverie.models import WanDiT
 from reverie.models.state_dicts import load_state_dict_checked
 from reverie.training.checkpoint import latest_checkpoint, read_checkpoint_config
@@ -57,13 +55,14 @@ def run_summary(run_dir: Path) -> dict[str, Any]:
 
 
 def check_policy_options(name: str, fields: Mapping[str, Any]) -> None:
-    """Raise ValueError unless `name` is a memory policy and `fields` are its config fields."""
-    if name not in policy_names():
-        raise ValueError(f"unknown memory policy {name!r}; known: {', '.join(policy_names())}")
-    known = {f.name for f in dataclasses.fields(POLICIES.get(name).config_class)}
-    unknown = sorted(set(fields) - known)
-    if unknown:
-        raise ValueError(f"{name}: unknown config fields {unknown}; known: {sorted(known)}")
+    """Raise ValueError unless `get_policy(name, **fields)` builds a policy (a known name,
+    known fields, valid values)."""
+    try:
+        get_policy(name, **fields)
+    except KeyError as e:
+        raise ValueError(e.args[0]) from e
+    except TypeError as e:
+        raise ValueError(f"bad options for memory policy {name!r}: {e}") from e
 
 
 def component_stages() -> list[str]:
