@@ -7,6 +7,8 @@ import torch
 from model_testing import conditioning, perturb_new_modules, tiny_config
 
 from reverie.diffusion import x0_from_velocity
+from reverie.memory import get_policy, write_block
+from reverie.memory.visibility import context_layout, context_visibility
 from reverie.models import AttentionConfig, AttentionMode, WanDiT
 from reverie.models.attention import teacher_forcing_mask
 
@@ -61,6 +63,90 @@ def test_teacher_forcing_equals_one_forward_per_block(frames_per_block, generato
                 poses=(rotation[:, video], centre[:, video]),
             )[:, start:end]
             assert (tf[:, start:end] - ref).abs().max() <= TOLERANCE
+
+
+def _video(start: int, end: int) -> slice:
+    """Video frames of latent frames `start .. end - 1` (frame 0 holds one video frame)."""
+    return slice(0 if start == 0 else 1 + STRIDE * (start - 1), 1 + STRIDE * (end - 1))
+
+
+@pytest.mark.parametrize(
+    ("frames_per_block", "name", "options"),
+    [
+        (1, "window", {"sink_frames": 1, "window_frames": 2}),
+        (2, "window", {"sink_frames": 1, "window_frames": 2}),
+        (1, "mag", {"block_frames": 2, "write_with_empty_text": False}),
+        (1, "full", {}),
+        (1, "relic", {"window_frames": 1, "schedule": (1, 2, 3)}),
+        (2, "relic", {"window_frames": 1, "schedule": (2,)}),
+    ],
+)
+def test_teacher_forcing_through_a_policy_equals_streaming_with_it(
+    frames_per_block, name, options, generator
+):
+    """With `context_visible` read off a policy, noisy block j of one teacher-forced pass ==
+    the streaming engine's forward on the cache the policy left after writing the clean
+    blocks before j (`write_block`), for every block: training sees the memory's context."""
+    model = _model(frames_per_block)
+    clean = torch.randn(2, FRAMES, 4, 4, 6, generator=generator)
+    noisy = torch.randn(2, FRAMES, 4, 4, 6, generator=generator)
+    t = torch.rand(2, FRAMES, generator=generator)
+    text = torch.randn(2, 5, 12, generator=generator)
+    actions, (rotation, centre) = conditioning(2, 1 + STRIDE * (FRAMES - 1), generator)
+    policy = get_policy(name, **options)
+    layout = context_layout(policy, FRAMES, frames_per_block, token_grid=(2, 3))
+    visible, pooled = layout.full, None
+    if name == "full":
+        assert visible.equal(torch.ones(FRAMES, FRAMES, dtype=torch.bool).tril(-1))
+    else:
+        assert visible.sum() < FRAMES * (FRAMES - 1) // 2  # the policy drops or pools frames
+    if name == "relic":
+        assert layout.has_pooling
+        pooled = layout.pooled_context()
+    batched = visible.expand(2, FRAMES, FRAMES)
+    cache = model.new_cache()
+    with torch.no_grad():
+        tf = model(
+            noisy,
+            t,
+            text,
+            clean=clean,
+            context_visible=batched,
+            pooled_context=pooled,
+            actions=actions,
+            poses=(rotation, centre),
+        )
+        for start in range(0, FRAMES, frames_per_block):
+            end = start + frames_per_block
+            video = _video(start, end)
+            inputs = {"actions": actions[:, video], "poses": (rotation[:, video], centre[:, video])}
+            ref = model(
+                noisy[:, start:end],
+                t[:, start:end],
+                text,
+                cache=cache,
+                frame_offset=start,
+                **inputs,
+            )
+            assert (tf[:, start:end] - ref).abs().max() <= TOLERANCE, f"block at {start}"
+            write_block(
+                policy, cache, model, clean[:, start:end], text, frame_offset=start, **inputs
+            )
+
+
+def test_context_visibility_refuses_what_a_mask_cannot_hold():
+    with pytest.raises(ValueError, match="pools frames"):
+        context_visibility(get_policy("relic"), 12, 1, token_grid=(4, 4))
+    with pytest.raises(ValueError, match="twice"):
+        context_layout(get_policy("relic", horizon_frames=6, window_frames=2), 12, 1, (4, 4))
+    with pytest.raises(ValueError, match="retrieved or offloaded"):
+        context_layout(get_policy("retrieval"), 12, 1, (4, 4))
+    with pytest.raises(ValueError, match="empty prompt"):
+        context_visibility(get_policy("mag", block_frames=3), 8, 1)
+    with pytest.raises(ValueError, match="split"):
+        context_visibility(get_policy("window"), 7, 2)
+    with pytest.raises(ValueError, match="context_visible"):
+        teacher_forcing_mask(4, 1, 1, context_visible=torch.ones(3, 3, dtype=torch.bool))
 
 
 def test_teacher_forcing_checks(generator):

@@ -255,3 +255,72 @@ def test_rollout_context_reaches_the_sequential_one_step_rollout(setup, tmp_path
                 )
                 write_denoised(model, cache, policy, x0, inputs(start, start + 2), start)
     assert not torch.allclose(context[:, 2:], real[:, 2:])
+
+
+def test_memory_policies_narrow_the_teacher_forced_context(setup, tmp_path):
+    """`hybrid.memory` as policies: each sample's forward gets one policy's context visibility
+    (read off the policy), drawn per sample; without teacher forcing, or with a policy that
+    pools tokens, the config is refused."""
+    extra = (
+        "hybrid.teacher_forcing=true",
+        "hybrid.memory=[window, full]",
+        "hybrid.memory_options={window: {sink_frames: 0, window_frames: 1}}",
+    )
+    stage = build(tmp_path, setup, *data_forced_args(setup, *extra))
+    window = torch.zeros(4, 4, dtype=torch.bool)
+    window[2:, 1] = True  # block 1 (frames 2, 3) keeps only frame 1
+    full = torch.ones(4, 4, dtype=torch.bool).tril(-1)
+    full[1, 0] = full[3, 2] = False  # a block's own frames are the mask's, not the memory's
+    seen = []
+
+    def record(module, args, kwargs):
+        seen.extend(kwargs["context_visible"])
+        assert kwargs["pooled_context"] is None
+
+    stage.student.register_forward_pre_hook(record, with_kwargs=True)
+    batch = next(stage.batches(0))
+    for _ in range(6):
+        assert torch.isfinite(stage.loss("student", batch)["loss"])
+    kinds = {("window" if v.equal(window) else "full" if v.equal(full) else "?") for v in seen}
+    assert kinds == {"window", "full"}
+    with pytest.raises(ValueError, match="teacher_forcing"):
+        build(tmp_path, setup, *data_forced_args(setup, "hybrid.memory=window"))
+    with pytest.raises(ValueError, match="empty prompt"):  # MAG's own write pass
+        build(tmp_path, setup, *data_forced_args(setup, *extra[:1], "hybrid.memory=mag"))
+    with pytest.raises(ValueError, match="not in hybrid.memory"):
+        build(
+            tmp_path, setup, *data_forced_args(setup, *extra[:2], "hybrid.memory_options={mag: {}}")
+        )
+
+
+def test_relic_trains_on_its_pooled_memory(setup, tmp_path):
+    """`hybrid.memory=[relic, window]`: relic samples see the frames past its window as pooled
+    copies (`pooled_context` columns of their own), window samples none of them."""
+    extra = (
+        "hybrid.teacher_forcing=true",
+        "hybrid.memory=[relic, window]",
+        "hybrid.memory_options={relic: {window_frames: 1, schedule: [1, 2]}, "
+        "window: {sink_frames: 0, window_frames: 1}}",
+        "frames_per_block=1",
+    )
+    stage = build(tmp_path, setup, *data_forced_args(setup, *extra))
+    seen = []
+
+    def record(module, args, kwargs):
+        seen.append((kwargs["context_visible"], kwargs["pooled_context"]))
+
+    stage.student.register_forward_pre_hook(record, with_kwargs=True)
+    batch = next(stage.batches(0))
+    for _ in range(4):
+        assert torch.isfinite(stage.loss("student", batch)["loss"])
+    pooled_rows = 0
+    for visible, pooled in seen:
+        assert pooled is not None and pooled.pool.shape[1] % 4 == 0  # 4 frames of tokens
+        torch.testing.assert_close(pooled.pool.sum(1), torch.ones(len(pooled.pool)))  # means
+        for v, p in zip(visible, pooled.visible, strict=True):
+            if p.any():  # relic: the newest frame whole, older ones pooled unless factor 1
+                pooled_rows += 1
+                assert v[3].tolist() == [True, False, True, False]  # frame 1 is pooled
+            else:  # window: only the previous frame
+                assert v[3].tolist() == [False, False, True, False]
+    assert pooled_rows > 0

@@ -93,7 +93,11 @@ def block_causal_mask(
 
 
 def teacher_forcing_mask(
-    num_frames: int, frames_per_block: int, tokens_per_frame: int, frame_offset: int = 0
+    num_frames: int,
+    frames_per_block: int,
+    tokens_per_frame: int,
+    frame_offset: int = 0,
+    context_visible: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Boolean mask of a teacher-forcing sequence `[clean T frames | noisy T frames]`.
 
@@ -101,8 +105,18 @@ def teacher_forcing_mask(
     clean blocks `< j` and noisy block `j`. Blocks are absolute: `(frame_offset + f) //
     frames_per_block`.
 
-    Shapes: returns `(2 N, 2 N)` bool, `N = num_frames * tokens_per_frame`, usable as
-    `attn_mask` of `F.scaled_dot_product_attention` (True = attend).
+    `context_visible` narrows what each block sees of the **earlier** clean blocks to what a
+    memory policy's cache holds when that block is generated (and, for a clean block, when it
+    is written): `context_visible[..., j, i]` for query frame `j` and clean key frame `i`
+    (`reverie.memory.context_visibility`; RELIC arXiv 2512.04040 §4.4.1, training on the
+    memory's context). Entries of a query's own block and later ones are not read.
+
+    Shapes: `context_visible` `(T, T)` or `(B, T, T)` bool; returns `(2 N, 2 N)` (or
+    `(B, 2 N, 2 N)`) bool, `N = num_frames * tokens_per_frame`, usable as `attn_mask` of
+    `F.scaled_dot_product_attention` (True = attend; a batched mask needs a head axis).
+
+    Raises:
+        ValueError: `context_visible` is not `(T, T)` or `(B, T, T)`.
     """
     frames = torch.arange(frame_offset, frame_offset + num_frames).repeat_interleave(
         tokens_per_frame
@@ -110,9 +124,52 @@ def teacher_forcing_mask(
     block = torch.div(frames, frames_per_block, rounding_mode="floor")  # (N,)
     earlier = block[None, :] < block[:, None]  # (N, N): key block < query block
     same = block[None, :] == block[:, None]  # (N, N)
-    top = torch.cat([earlier | same, torch.zeros_like(same)], dim=1)  # clean queries
-    bottom = torch.cat([earlier, same], dim=1)  # noisy queries
-    return torch.cat([top, bottom], dim=0)  # (2N, 2N)
+    if context_visible is not None:
+        if context_visible.ndim not in (2, 3) or context_visible.shape[-2:] != (
+            num_frames,
+            num_frames,
+        ):
+            raise ValueError(
+                f"context_visible must be ({num_frames}, {num_frames}) or (B, {num_frames}, "
+                f"{num_frames}), got {tuple(context_visible.shape)}"
+            )
+        visible = context_visible.to(torch.bool).repeat_interleave(tokens_per_frame, -1)
+        visible = visible.repeat_interleave(tokens_per_frame, -2).to(earlier.device)  # (.., N, N)
+        earlier = earlier & visible
+        same = same.expand_as(earlier)
+    top = torch.cat([earlier | same, torch.zeros_like(same)], dim=-1)  # clean queries
+    bottom = torch.cat([earlier, same], dim=-1)  # noisy queries
+    return torch.cat([top, bottom], dim=-2)  # (.., 2N, 2N)
+
+
+@dataclass(frozen=True)
+class PooledContext:
+    """Spatially pooled copies of clean frames for a teacher-forced forward: a compressing
+    memory's context in training (RELIC arXiv 2512.04040 §4.3 memory, §4.4.1 training on it).
+
+    Pooled token ``p`` is the average ``sum_n pool[p, n] * token_n`` of clean tokens: of their
+    keys (pose embedding included, before RoPE) and values, placed at the same average of their
+    positions and rotated there, as ``reverie.memory.pool_frame`` pools a cached frame. Built
+    by ``reverie.memory.context_layout`` from the policy itself.
+
+    Attributes:
+        pool: ``(Np, N)`` float, ``N`` = the clip's clean tokens (frame-major).
+        visible: ``(T, Np)`` or ``(B, T, Np)`` bool: query frame ``j`` (clean and noisy copy)
+            attends to pooled token ``p``.
+    """
+
+    pool: torch.Tensor
+    visible: torch.Tensor
+
+
+@dataclass(frozen=True)
+class PooledKeys:
+    """One forward's pooled clean tokens, as the self-attention applies them: ``pool``
+    ``(Np, N)`` and the RoPE tables ``cos, sin`` ``(Np, Dh // 2)`` at their positions."""
+
+    pool: torch.Tensor
+    cos: torch.Tensor
+    sin: torch.Tensor
 
 
 def prefix_attention(
@@ -223,6 +280,7 @@ class SelfAttention(nn.Module):
         pose_qk: tuple[torch.Tensor, torch.Tensor] | None = None,
         past: PastKeyValues | None = None,
         attn_mask: torch.Tensor | None = None,
+        pooled: PooledKeys | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Attend the chunk's tokens to `past` and (block-causally) to themselves.
 
@@ -236,7 +294,9 @@ class SelfAttention(nn.Module):
             block_sizes: query-block token counts (`query_block_sizes`), summing to N.
             pose_qk: `(q_add, k_add)`, each `(B, T, D)`; None = no pose conditioning.
             attn_mask: `(N, N)` bool replacing `block_sizes` (e.g. `teacher_forcing_mask`);
-                not with `past`.
+                not with `past`. With `pooled`: `(.., N, N + Np)`.
+            pooled: pooled copies of the first `pool.shape[1]` tokens (`PooledContext`),
+                appended to the keys and values; needs `attn_mask`.
             returns `(out (B, N, D), k (B, H, N, Dh) without RoPE, v (B, H, N, Dh))`; a cache
             write stores k (rotated by the cache at the chunk's positions) and v.
         """
@@ -257,6 +317,15 @@ class SelfAttention(nn.Module):
         if past is not None:
             keys, values = past.with_chunk(k_rot, v)  # (B, H, Nc + N, Dh) each
             num_context = past.keys.shape[2]
+        if pooled is not None:
+            if attn_mask is None:
+                raise ValueError("pooled keys need an attn_mask")
+            pool = pooled.pool.to(k.dtype)  # (Np, Nc)
+            n = pool.shape[1]
+            k_pool = torch.einsum("pn,bhnd->bhpd", pool, k[:, :, :n])  # (B, H, Np, Dh)
+            v_pool = torch.einsum("pn,bhnd->bhpd", pool, v[:, :, :n])  # (B, H, Np, Dh)
+            keys = torch.cat([keys, apply_rotary(k_pool, pooled.cos, pooled.sin)], dim=2)
+            values = torch.cat([values, v_pool], dim=2)
         if attn_mask is not None:
             if past is not None:
                 raise ValueError("attn_mask cannot be combined with cached keys")

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reverie.models.attention import CrossAttention, PastKeyValues, SelfAttention
+from reverie.models.attention import CrossAttention, PastKeyValues, PooledKeys, SelfAttention
 
 # Wan's adaLN produces 6 vectors per block (shift/scale/gate for attention and FFN) and 2 for
 # the head (shift/scale).
@@ -88,6 +88,7 @@ class WanBlock(nn.Module):
         pose_qk: tuple[torch.Tensor, torch.Tensor] | None = None,
         past: PastKeyValues | None = None,
         attn_mask: torch.Tensor | None = None,
+        pooled: PooledKeys | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One DiT block (Wan2.1 `WanAttentionBlock`; RELIC §4.1.2 for action/pose).
 
@@ -100,6 +101,7 @@ class WanBlock(nn.Module):
             pose_qk: `(q_add, k_add)`, each `(B, T, D)`, added to Q and K before attention.
             past: cached context of this layer.
             attn_mask: `(N, N)` bool self-attention mask replacing `block_sizes`.
+            pooled: pooled clean tokens appended to the keys (`SelfAttention.forward`).
             returns `(x (B, N, D), k (B, H, N, Dh) without RoPE, v (B, H, N, Dh))`.
         """
         mod = self.modulation[:, None] + time_mod  # (B, T|1, 6, D)
@@ -109,7 +111,14 @@ class WanBlock(nn.Module):
         h = modulate(per_frame(self.norm1(x), num_frames), shift_sa, scale_sa)  # (B, T, S, D)
         h = h.flatten(1, 2).type_as(x)  # (B, N, D)
         y, k, v = self.self_attn(
-            h, cos, sin, block_sizes, pose_qk=pose_qk, past=past, attn_mask=attn_mask
+            h,
+            cos,
+            sin,
+            block_sizes,
+            pose_qk=pose_qk,
+            past=past,
+            attn_mask=attn_mask,
+            pooled=pooled,
         )
         out = per_frame(x, num_frames).float() + per_frame(y, num_frames) * gate_sa[:, :, None]
         if action is not None:

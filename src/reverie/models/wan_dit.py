@@ -21,7 +21,13 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from reverie.models.attention import AttentionMode, query_block_sizes, teacher_forcing_mask
+from reverie.models.attention import (
+    AttentionMode,
+    PooledContext,
+    PooledKeys,
+    query_block_sizes,
+    teacher_forcing_mask,
+)
 from reverie.models.blocks import BLOCK_MODULATIONS, OutputHead, WanBlock
 from reverie.models.conditioning import (
     WAN_TIMESTEP_SCALE,
@@ -171,6 +177,8 @@ class WanDiT(nn.Module):
         write_cache: bool = False,
         frame_offset: int | None = None,
         clean: torch.Tensor | None = None,
+        context_visible: torch.Tensor | None = None,
+        pooled_context: PooledContext | None = None,
     ) -> torch.Tensor:
         """Predict the flow-matching velocity of a chunk of latent frames.
 
@@ -191,6 +199,12 @@ class WanDiT(nn.Module):
                 of the same frames, run as a block-causal context at t = 0 before `x`, block
                 `j` of `x` seeing clean blocks `< j` and itself; block-causal models only, no
                 cache. The actions and poses are the frames' (shared by both copies).
+            context_visible: with `clean`, `(T, T)` or `(B, T, T)` bool: the earlier clean
+                frames each frame may see, as a memory policy's cache would hold them
+                (`teacher_forcing_mask`, `reverie.memory.context_layout`); None: all.
+            pooled_context: with `clean`, spatially pooled copies of the clean frames that
+                frames may attend to besides `context_visible`'s (`PooledContext`: a pooling
+                memory policy's context, e.g. `relic`).
             returns velocity `(B, T, C_out, H, W)` in x's dtype (of `x` only, with `clean`).
 
         Raises:
@@ -212,7 +226,7 @@ class WanDiT(nn.Module):
             )
 
         positions = grid_positions(num_frames, h, w, frame_offset, x.device)  # (N, 3)
-        attn_mask, copies, x_in, t_in = None, 1, x, t
+        attn_mask, copies, x_in, t_in, pooled = None, 1, x, t, None
         if clean is not None:
             if cache is not None or cfg.attention.mode is not AttentionMode.BLOCK_CAUSAL:
                 raise ValueError("clean= (teacher forcing) needs a block-causal model, no cache")
@@ -223,7 +237,15 @@ class WanDiT(nn.Module):
             t_in = torch.cat([torch.zeros_like(t_frames), t_frames], dim=1)  # (B, 2T)
             positions = positions.repeat(2, 1)  # (2N, 3): both copies at the same place
             fpb = cfg.attention.frames_per_block
-            attn_mask = teacher_forcing_mask(num_frames, fpb, h * w, frame_offset).to(x.device)
+            attn_mask = teacher_forcing_mask(
+                num_frames, fpb, h * w, frame_offset, context_visible
+            ).to(x.device)
+            if pooled_context is not None:
+                attn_mask, pooled = self._pooled_keys(pooled_context, attn_mask, positions, h * w)
+            if attn_mask.ndim == 3:  # one mask per sample: add the head axis
+                attn_mask = attn_mask[:, None]  # (B, 1, 2N, 2N [+ Np])
+        elif context_visible is not None or pooled_context is not None:
+            raise ValueError("context_visible and pooled_context need clean= (teacher forcing)")
         tokens = self.patchify(x_in)  # (B, N', D), N' = copies*T*h*w
         frames_in = copies * num_frames
         time_emb, time_mod = self.embed_time(t_in, frames_in)  # (B, T'|1, D), (B, T'|1, 6, D)
@@ -263,6 +285,7 @@ class WanDiT(nn.Module):
                 pose_qk=pose_qk,
                 past=pasts[i],
                 attn_mask=attn_mask,
+                pooled=pooled,
             )  # (B, N', D), (B, H, N', Dh) x 2
             if write_cache:
                 new_keys.append(k)
@@ -279,6 +302,45 @@ class WanDiT(nn.Module):
             t_frames = t_frames.float().clamp_min(X0_MIN_TIME)[:, :, None, None, None]
             out = (x.float() - out.float()) / t_frames  # velocity of the predicted x0
         return out.type_as(x)
+
+    def _pooled_keys(
+        self,
+        context: PooledContext,
+        mask: torch.Tensor,
+        positions: torch.Tensor,
+        tokens_per_frame: int,
+    ) -> tuple[torch.Tensor, PooledKeys]:
+        """The teacher-forcing mask widened by the pooled tokens' columns, and the pooled keys'
+        averaging matrix and RoPE tables (`PooledContext`).
+
+        Shapes: mask `(2N, 2N)` or `(B, 2N, 2N)`; positions `(2N, 3)` (clean copy first);
+        returns mask `(.., 2N, 2N + Np)` and `PooledKeys`.
+        """
+        num_tokens = positions.shape[0] // 2
+        pool = context.pool.to(positions.device, torch.float32)  # (Np, N)
+        visible = context.visible.to(positions.device, torch.bool)  # (.., T, Np)
+        frames = num_tokens // tokens_per_frame
+        if (
+            pool.ndim != 2
+            or pool.shape[1] != num_tokens
+            or visible.shape[-2:]
+            != (
+                frames,
+                pool.shape[0],
+            )
+        ):
+            raise ValueError(
+                f"pooled_context: pool {tuple(pool.shape)} and visible "
+                f"{tuple(visible.shape)} do not fit {frames} frames of {tokens_per_frame} tokens"
+            )
+        cos, sin = self.rope(pool @ positions[:num_tokens])  # (Np, Dh/2): at pooled positions
+        columns = visible.repeat_interleave(tokens_per_frame, dim=-2)  # (.., N, Np)
+        columns = torch.cat([columns, columns], dim=-2)  # (.., 2N, Np): clean and noisy rows
+        if columns.ndim != mask.ndim:  # one of them per sample
+            batch = max(columns.shape[0] if columns.ndim == 3 else 1, mask.shape[0])
+            mask = mask.expand(batch, *mask.shape[-2:]) if mask.ndim == 2 else mask
+            columns = columns.expand(batch, *columns.shape[-2:])
+        return torch.cat([mask, columns], dim=-1), PooledKeys(pool, cos, sin)
 
     # ----------------------------------------------------------------- construction helpers
     def new_cache(self, storage_dtype: torch.dtype | None = None) -> KVCache:

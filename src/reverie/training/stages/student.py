@@ -25,10 +25,17 @@ teaches nothing about the start image; the data-forced student learns ``E[x0 | c
 (blurrier than a distilled one, but it follows the context and the actions).
 
 Memory (``hybrid.memory``): ``none`` and ``full`` keep the context clean and uncompressed (the
-``full`` policy keeps every frame at full resolution). RELIC compresses context latents
-spatially (§4.3); ``reverie.memory`` compresses K/V tokens of a KV cache, which has no
-counterpart in this single teacher-forced forward pass, so other policies are left to
-:meth:`StudentStage.compress_context` (the hook to override) and are rejected by the config.
+``full`` policy keeps every frame at full resolution). With teacher forcing, a memory policy is
+trained on **its own context** (RELIC §4.4.1: the student learns on the memory latents the
+engine will give it): each block attends only to what the policy's cache would hold when the
+block is generated, read off the policy itself (``reverie.memory.context_layout``): the earlier
+frames it keeps whole (``window``; ``mag`` written by the generator with the caption) as an
+attention mask, and the frames it pools (``relic``, §4.3) as pooled copies of the clean tokens'
+keys and values (``PooledContext``). A tuple of names draws one policy per sample, so one
+student serves several policies; ``hybrid.memory_options`` holds each policy's options (use the
+packaged world model's ``memory`` options). ``retrieval`` (its context depends on the content)
+and MAG's memory model are rejected; the clean-latent hook :meth:`StudentStage.compress_context`
+stays the identity.
 """
 
 from __future__ import annotations
@@ -36,12 +43,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
 from reverie.diffusion import FewStepSchedule, noisy_sample, x0_from_velocity
+from reverie.memory import get_policy
+from reverie.memory.visibility import ContextLayout, context_layout
 from reverie.models import AttentionConfig, AttentionMode, WanDiT, WanDiTConfig
+from reverie.models.attention import PooledContext
 from reverie.text import empty_text_dropout
 from reverie.tokenizer import load_vae
 from reverie.training.common import (
@@ -66,6 +76,9 @@ from reverie.training.trajectories import OdeClip, OdeDataset
 
 # Times of the ODE trajectory and of the student's schedule agree to this tolerance.
 TIME_MATCH = 1e-6
+
+# ``hybrid.memory`` names under which every block sees every earlier frame.
+FULL_CONTEXT = ("none", "full")
 
 
 def pixel_loss_weights(latents: Path) -> torch.Tensor:
@@ -95,7 +108,11 @@ class HybridForcingConfig:
 
     Attributes:
         min_noisy_blocks, max_noisy_blocks: range of ``K`` (None: all blocks).
-        memory: how the context is compressed (``none``/``full``: kept as is).
+        memory: whose context each block sees: ``none``/``full`` (every earlier frame), or,
+            with ``teacher_forcing``, a memory policy that keeps whole frames (``window``,
+            ``mag``), or a tuple of these, one drawn uniformly per sample (module docstring).
+        memory_options: keyword options per policy name (``get_policy``), e.g.
+            ``{mag: {block_frames: 3, write_with_empty_text: false}}``.
         teacher_forcing: instead of splitting, make **every** block noisy and give each one the
             clean context of the blocks before it, in one forward over ``[clean | noisy]``
             (``WanDiT.forward(clean=...)``, ``teacher_forcing_mask``): every block is trained
@@ -119,7 +136,8 @@ class HybridForcingConfig:
 
     min_noisy_blocks: int = 1
     max_noisy_blocks: int | None = None
-    memory: Literal["none", "full"] = "none"
+    memory: str | tuple[str, ...] = "none"
+    memory_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     teacher_forcing: bool = False
     rollout_depth: int = 0
     min_memorized_frames: int = 1
@@ -136,6 +154,92 @@ class HybridForcingConfig:
         top = self.max_memorized_frames
         if self.min_memorized_frames < 1 or (top is not None and top < self.min_memorized_frames):
             raise ValueError("need 1 <= min_memorized_frames <= max_memorized_frames")
+        names = self.memory_policies
+        if not names:
+            raise ValueError("hybrid.memory names no policy")
+        if any(n not in FULL_CONTEXT for n in names) and not self.teacher_forcing:
+            raise ValueError(
+                f"hybrid.memory={self.memory!r} needs hybrid.teacher_forcing=true (the policy's "
+                "context is applied as a teacher-forcing attention mask)"
+            )
+        unused = set(self.memory_options) - set(names)
+        if unused:
+            raise ValueError(f"hybrid.memory_options: {sorted(unused)} not in hybrid.memory")
+
+    @property
+    def memory_policies(self) -> tuple[str, ...]:
+        """``memory`` as a tuple of names."""
+        return (self.memory,) if isinstance(self.memory, str) else tuple(self.memory)
+
+    def memory_context(
+        self, num_frames: int, frames_per_block: int, token_grid: tuple[int, int]
+    ) -> MemoryContexts | None:
+        """Each ``memory`` policy's context over ``num_frames`` latent frames of ``token_grid``
+        (rows, columns) tokens (``context_layout``), or None when every policy sees the full
+        context.
+
+        Raises:
+            ValueError / KeyError / TypeError: an unknown policy, bad options, or a policy
+                ``context_layout`` refuses.
+        """
+        names = self.memory_policies
+        if all(n in FULL_CONTEXT for n in names):
+            return None
+        layouts = [
+            context_layout(
+                get_policy("full" if n in FULL_CONTEXT else n, **self.memory_options.get(n, {})),
+                num_frames,
+                frames_per_block,
+                token_grid,
+            )
+            for n in names
+        ]
+        return MemoryContexts.from_layouts(layouts)
+
+
+@dataclass(frozen=True)
+class MemoryContexts:
+    """The contexts of ``P`` memory policies over one clip length, stacked for drawing one per
+    sample (``HybridForcingConfig.memory_context``).
+
+    Attributes:
+        visible: ``(P, T, T)`` bool, the earlier frames each policy keeps whole.
+        pool: ``(Np, T * S)`` float32, every policy's pooled tokens, or None if none pools.
+        pooled_visible: ``(P, T, Np)`` bool, the pooled tokens each frame sees under each
+            policy (only its own), or None.
+    """
+
+    visible: torch.Tensor
+    pool: torch.Tensor | None = None
+    pooled_visible: torch.Tensor | None = None
+
+    @classmethod
+    def from_layouts(cls, layouts: list[ContextLayout]) -> MemoryContexts:
+        """Stack ``ContextLayout``s (``reverie.memory.context_layout``)."""
+        visible = torch.stack([layout.full for layout in layouts])  # (P, T, T)
+        pooling = [layout.pooled_tokens() if layout.has_pooling else None for layout in layouts]
+        if all(p is None for p in pooling):
+            return cls(visible)
+        num_frames = visible.shape[1]
+        total = sum(tokens[0].shape[0] for tokens in pooling if tokens is not None)
+        pooled_visible = torch.zeros(len(layouts), num_frames, total, dtype=torch.bool)
+        pools, start = [], 0
+        for q, (layout, tokens) in enumerate(zip(layouts, pooling, strict=True)):
+            if tokens is None:
+                continue
+            pool, frame_of = tokens  # (n_q, T S), (n_q,)
+            pools.append(pool)
+            pooled_visible[q, :, start : start + len(frame_of)] = layout.pooled[:, frame_of]
+            start += len(frame_of)
+        return cls(visible, torch.cat(pools), pooled_visible)
+
+    def draw(self, batch_size: int) -> tuple[torch.Tensor, PooledContext | None]:
+        """One policy per sample, CPU RNG: ``context_visible (B, T, T)`` and the
+        ``PooledContext`` (``visible (B, T, Np)``) or None."""
+        pick = torch.randint(0, len(self.visible), (batch_size,))  # (B,)
+        if self.pool is None:
+            return self.visible[pick], None
+        return self.visible[pick], PooledContext(self.pool, self.pooled_visible[pick])
 
 
 @dataclass(frozen=True)
@@ -242,8 +346,10 @@ class StudentStage(SingleModuleStage):
                 raise ValueError("loss_weighting=pixel needs data.latents (a patch tokenizer)")
             pixel_loss_weights(config.data.latents)  # raises for a non-linear tokenizer
         if config.data.latents is not None:
-            check_latents(config.data.latent_data(), backbone)  # channels, size, length
-            cls._check_blocks(config, config.data.clip_latent_frames, dist)
+            index = check_latents(config.data.latent_data(), backbone)  # channels, size, length
+            _, h, w = index["settings"]["latent_shape"]
+            grid = (h // backbone.patch_size[1], w // backbone.patch_size[2])
+            cls._check_blocks(config, config.data.clip_latent_frames, dist, grid)
             return
         index = read_index(config.data.trajectories, "ode")
         times = index["times"][:-1]
@@ -255,11 +361,15 @@ class StudentStage(SingleModuleStage):
         channels, h, w = index["latent_shape"]
         if channels != backbone.in_channels or h % backbone.patch_size[1]:
             raise ValueError(f"trajectories of ({channels}, {h}, {w}) do not fit the model")
-        cls._check_blocks(config, index["settings"]["clip_latent_frames"], dist)
+        grid = (h // backbone.patch_size[1], w // backbone.patch_size[2])
+        cls._check_blocks(config, index["settings"]["clip_latent_frames"], dist, grid)
 
     @staticmethod
-    def _check_blocks(config: StudentStageConfig, frames: int, dist: DistContext) -> None:
-        """The clip splits into blocks, ``max_noisy_blocks`` fits, the batch splits."""
+    def _check_blocks(
+        config: StudentStageConfig, frames: int, dist: DistContext, grid: tuple[int, int]
+    ) -> None:
+        """The clip splits into blocks, ``max_noisy_blocks`` fits, the batch splits, the memory
+        policies' context over ``frames`` latent frames is a subset of frames."""
         fpb = config.frames_per_block
         if frames % fpb:
             raise ValueError(f"{frames} latent frames do not split into blocks of {fpb}")
@@ -268,6 +378,10 @@ class StudentStage(SingleModuleStage):
             raise ValueError(f"hybrid.max_noisy_blocks={high} > {frames // fpb} blocks")
         if config.data.batch_size % dist.world_size:
             raise ValueError(f"data.batch_size={config.data.batch_size} does not split over ranks")
+        try:  # the memory policies' context over the training clips' length
+            config.hybrid.memory_context(frames, fpb, grid)
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"hybrid.memory={config.hybrid.memory!r}: {e}") from e
 
     def __init__(self, config: StudentStageConfig, dist: DistContext) -> None:
         super().__init__(config, dist)
@@ -284,6 +398,7 @@ class StudentStage(SingleModuleStage):
         else:
             self.dataset, self.collate = OdeDataset(config.data.trajectories), OdeClip.collate
         self.times = torch.tensor(config.schedule.times)  # (S,)
+        self._contexts: dict[tuple, MemoryContexts | None] = {}  # (T, rows, cols) -> contexts
         channels = model.config.out_channels
         self.channel_weights = (  # (C,), mean 1
             pixel_loss_weights(config.data.latents)
@@ -321,14 +436,38 @@ class StudentStage(SingleModuleStage):
         p = p.clamp(max=max(fpb, (num_frames - 1) // fpb * fpb))
         return torch.arange(num_frames)[None] < p[:, None]  # (B, T)
 
+    def memory_inputs(self, latents: torch.Tensor) -> dict[str, object]:
+        """Draw one ``hybrid.memory`` policy per sample of ``latents``; its context as
+        ``WanDiT.forward`` keywords (``context_visible``, ``pooled_context``), CPU RNG.
+        Empty when every policy sees the full context (nothing drawn).
+
+        Shapes: latents ``(B, T, C, h, w)``; ``context_visible (B, T, T)`` bool.
+        """
+        b, frames, _, h, w = latents.shape
+        _, ph, pw = self.config.backbone().patch_size
+        key = (frames, h // ph, w // pw)
+        if key not in self._contexts:
+            fpb = self.config.frames_per_block
+            self._contexts[key] = self.config.hybrid.memory_context(frames, fpb, key[1:])
+        contexts = self._contexts[key]
+        if contexts is None:
+            return {}
+        visible, pooled = contexts.draw(b)
+        return {"context_visible": visible.to(latents.device), "pooled_context": pooled}
+
     @torch.no_grad()
     def rollout_context(
-        self, context: torch.Tensor, text: torch.Tensor, clip: LatentClip | OdeClip
+        self,
+        context: torch.Tensor,
+        text: torch.Tensor,
+        clip: LatentClip | OdeClip,
+        memory: dict[str, object] | None = None,
     ) -> torch.Tensor:
         """The context with every frame after the memorized prefix replaced by the student's
         own one-step sample, by ``hybrid.rollout_depth`` Jacobi passes (``HybridForcingConfig``).
 
-        Shapes: context ``(B, T, C, h, w)`` real latents, text ``(B, L, D)``; returns
+        Shapes: context ``(B, T, C, h, w)`` real latents, text ``(B, L, D)``,
+        memory: the drawn memory context (``memory_inputs``); returns
         ``(B, T, C, h, w)`` (no gradient).
         """
         b, frames = context.shape[:2]
@@ -337,7 +476,14 @@ class StudentStage(SingleModuleStage):
         t = torch.full((b, frames), self.times[0].item(), device=context.device)  # (B, T)
         generated = context
         for _ in range(self.config.hybrid.rollout_depth):
-            v = self.student(noise, t, text, clean=generated, **conditioning(clip))
+            v = self.student(
+                noise,
+                t,
+                text,
+                clean=generated,
+                **(memory or {}),
+                **conditioning(clip),
+            )
             x0 = x0_from_velocity(noise, v.float(), t)  # (B, T, C, h, w)
             generated = torch.where(memorized, context, x0)
         return generated
@@ -380,13 +526,16 @@ class StudentStage(SingleModuleStage):
         context = self.compress_context(x0, positions)  # (B, T, C, h, w)
         captions = empty_text_dropout(clip.caption, self.config.text.dropout)
         text = encode_text(self.text, captions, device)  # (B, L, D)
+        memory = self.memory_inputs(x0)  # this step's policy per sample
         if self.config.hybrid.rollout_depth:
-            context = self.rollout_context(context, text, clip)
+            context = self.rollout_context(context, text, clip, memory)
         mask = noisy[:, :, None, None, None]  # (B, T, 1, 1, 1)
         x_in = torch.where(mask, x_noisy, context)
         t = torch.where(noisy, times, torch.zeros_like(times))  # (B, T)
         clean = context if self.config.hybrid.teacher_forcing else None  # (all blocks noisy)
-        v = self.student(x_in, t, text, clean=clean, **conditioning(clip))  # (B, T, C, h, w)
+        v = self.student(
+            x_in, t, text, clean=clean, **memory, **conditioning(clip)
+        )  # (B, T, C, h, w)
         x0_pred = x0_from_velocity(x_in, v.float(), t)
         weights = self.channel_weights.to(device)[:, None, None]  # (C, 1, 1)
         err = (x0_pred - x0).square() * weights * mask  # (B, T, C, h, w)
