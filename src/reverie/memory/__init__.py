@@ -10,6 +10,10 @@ Policies share one protocol (`MemoryPolicy`) and are registered by name (STYLE ย
 | `mag` | last frame of each block, written by a memory model, empty text | MAG 2512.18741 ยง3.4 |
 | `retrieval` | sink + top-k history frames by embedding cosine + window | LongLive-RAG 2606.02553 |
 
+For training, `context_layout(policy, T, frames_per_block, token_grid)` reads off a policy what
+its cache holds of each earlier frame before each block (whole frames, pooled frames and their
+averaging matrices), so a teacher-forced student can be trained on that context.
+
 The engine owns the `KVCache` and the policy and, per block, runs its denoising passes on the
 cache, then `write_block(policy, cache, model, clean_block, text, ...)`, which runs the
 write pass with the policy's writer and calls `policy.after_write(cache, clean_block)`.
@@ -49,12 +53,14 @@ from reverie.memory.policy import (
 )
 from reverie.memory.relic import RELIC_SCHEDULE, RelicConfig, RelicPolicy
 from reverie.memory.retrieval import RetrievalConfig, RetrievalPolicy, RetrievedTime
+from reverie.memory.visibility import ContextLayout, context_layout, context_visibility
 from reverie.memory.window import WindowConfig, WindowPolicy
 from reverie.memory.writing import write_block
 
 __all__ = [
     "RELIC_SCHEDULE",
     "Component",
+    "ContextLayout",
     "EmbeddingFn",
     "FrameTokens",
     "FullConfig",
@@ -74,6 +80,8 @@ __all__ = [
     "WindowPolicy",
     "WriteSpec",
     "assemble",
+    "context_layout",
+    "context_visibility",
     "declared_components",
     "get_policy",
     "load_memory_model",
