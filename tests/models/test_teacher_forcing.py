@@ -38,16 +38,22 @@ def test_mask_pattern():
     assert mask[noisy, noisy].tolist() == [[1, 1, 0, 0], [1, 1, 0, 0], [0, 0, 1, 1], [0, 0, 1, 1]]
 
 
+def _clip(generator: torch.Generator) -> tuple:
+    """Clean and noisy latents, per-frame times, text and conditioning of a 2-sample clip."""
+    clean = torch.randn(2, FRAMES, 4, 4, 6, generator=generator)
+    noisy = torch.randn(2, FRAMES, 4, 4, 6, generator=generator)
+    t = torch.rand(2, FRAMES, generator=generator)
+    text = torch.randn(2, 5, 12, generator=generator)
+    actions, poses = conditioning(2, 1 + STRIDE * (FRAMES - 1), generator)
+    return clean, noisy, t, text, actions, poses
+
+
 @pytest.mark.parametrize("frames_per_block", [1, 2])
 def test_teacher_forcing_equals_one_forward_per_block(frames_per_block, generator):
     """Noisy block j of the teacher-forcing pass == a block-causal forward of [clean blocks
     before j (t = 0), noisy block j (t_j)], i.e. what the streaming engine computes."""
     model = _model(frames_per_block)
-    clean = torch.randn(2, FRAMES, 4, 4, 6, generator=generator)
-    noisy = torch.randn(2, FRAMES, 4, 4, 6, generator=generator)
-    t = torch.rand(2, FRAMES, generator=generator)
-    text = torch.randn(2, 5, 12, generator=generator)
-    actions, (rotation, centre) = conditioning(2, 1 + STRIDE * (FRAMES - 1), generator)
+    clean, noisy, t, text, actions, (rotation, centre) = _clip(generator)
     with torch.no_grad():
         tf = model(noisy, t, text, clean=clean, actions=actions, poses=(rotation, centre))
         for start in range(0, FRAMES, frames_per_block):
@@ -88,11 +94,7 @@ def test_teacher_forcing_through_a_policy_equals_streaming_with_it(
     the streaming engine's forward on the cache the policy left after writing the clean
     blocks before j (`write_block`), for every block: training sees the memory's context."""
     model = _model(frames_per_block)
-    clean = torch.randn(2, FRAMES, 4, 4, 6, generator=generator)
-    noisy = torch.randn(2, FRAMES, 4, 4, 6, generator=generator)
-    t = torch.rand(2, FRAMES, generator=generator)
-    text = torch.randn(2, 5, 12, generator=generator)
-    actions, (rotation, centre) = conditioning(2, 1 + STRIDE * (FRAMES - 1), generator)
+    clean, noisy, t, text, actions, (rotation, centre) = _clip(generator)
     policy = get_policy(name, **options)
     layout = context_layout(policy, FRAMES, frames_per_block, token_grid=(2, 3))
     visible, pooled = layout.full, None
