@@ -109,8 +109,9 @@ class HybridForcingConfig:
     Attributes:
         min_noisy_blocks, max_noisy_blocks: range of ``K`` (None: all blocks).
         memory: whose context each block sees: ``none``/``full`` (every earlier frame), or,
-            with ``teacher_forcing``, a memory policy that keeps whole frames (``window``,
-            ``mag``), or a tuple of these, one drawn uniformly per sample (module docstring).
+            with ``teacher_forcing``, a memory policy (``window``, ``mag`` written by the
+            generator, ``relic``), or a tuple of these, one drawn uniformly per sample
+            (module docstring).
         memory_options: keyword options per policy name (``get_policy``), e.g.
             ``{mag: {block_frames: 3, write_with_empty_text: false}}``.
         teacher_forcing: instead of splitting, make **every** block noisy and give each one the
@@ -368,8 +369,9 @@ class StudentStage(SingleModuleStage):
     def _check_blocks(
         config: StudentStageConfig, frames: int, dist: DistContext, grid: tuple[int, int]
     ) -> None:
-        """The clip splits into blocks, ``max_noisy_blocks`` fits, the batch splits, the memory
-        policies' context over ``frames`` latent frames is a subset of frames."""
+        """The clip splits into blocks, ``max_noisy_blocks`` fits, the batch splits, and each
+        memory policy's context over ``frames`` latent frames can be read off it
+        (``context_layout``)."""
         fpb = config.frames_per_block
         if frames % fpb:
             raise ValueError(f"{frames} latent frames do not split into blocks of {fpb}")
