@@ -116,3 +116,20 @@ def test_default_policies_are_every_registered_one_in_table_order():
     assert sorted(names) == policy_names()
     assert [n for n in names if n in TABLE_ORDER] == [n for n in TABLE_ORDER if n in names]
     assert RevisitConfig().policies == SpeedConfig().policies == names
+
+
+def test_find_event_can_memorize_up_to_the_return():
+    """`memorize_until="return"` (diagnostic): the same event, memorized up to the last step
+    before the first revisit, so only the return leg is generated."""
+    R, P = turn_away_and_back(97)
+    cfg = {"min_gap_s": 1.0, "min_revisit_frames": 4}
+    leave = find_event(R, P, 16, 4, **cfg)
+    back = find_event(R, P, 16, 4, **cfg, memorize_until="return")
+    assert {k: back[k] for k in ("first_visit", "leave", "first_revisit", "run_end")} == {
+        k: leave[k] for k in ("first_visit", "leave", "first_revisit", "run_end")
+    }
+    assert leave["memorize_end"] <= back["memorize_end"] < back["first_revisit"]
+    assert back["first_revisit"] - back["memorize_end"] <= 4 and back["memorize_end"] % 4 == 0
+    assert (back["end"] - back["memorize_end"] - 1) % 4 == 0 and back["end"] <= 97
+    with pytest.raises(ValueError, match="memorize_until"):
+        find_event(R, P, 16, 4, **cfg, memorize_until="never")

@@ -131,6 +131,12 @@ def _add_revisit(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--min-gap", type=float, default=3.0, help="min seconds before a revisit")
     p.add_argument("--max-attempts", type=int, default=50, help="trajectory seeds per scene")
     p.add_argument("--prompt", choices=("caption", "empty"), default="caption")
+    p.add_argument(
+        "--memorize-until",
+        choices=("leave", "return"),
+        default="leave",
+        help="leave: the benchmark; return: diagnostic, memorize ground truth up to the return",
+    )
     _add_kv_dtype(p)
     p.add_argument(
         "--training-manifest",
@@ -152,6 +158,7 @@ def _revisit(args: argparse.Namespace) -> int:
         prompt=args.prompt,
         seed=args.seed,
         kv_dtype=args.kv_dtype,
+        memorize_until=args.memorize_until,
     )
     model = _heldout_model(args, cfg.scenes)
     result = run_revisit(model, cfg, progress=not args.no_progress)

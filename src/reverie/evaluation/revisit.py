@@ -74,6 +74,10 @@ class RevisitConfig:
         seed: generation seed (identical for every policy: same initial noise).
         curve_bin_s: bin width of the PSNR-vs-time-since-first-visit curve, seconds.
         kv_dtype: KV-cache storage dtype (`reverie.engine.world_model.KV_DTYPES`).
+        memorize_until: ``leave`` (the benchmark, step 2) or ``return``: a diagnostic that
+            memorizes ground truth up to the last step before the first revisit, so only the
+            return leg is generated from a ground-truth context
+            (:func:`reverie.evaluation.revisit_episode.find_event`).
     """
 
     scenes: int = 8
@@ -87,6 +91,7 @@ class RevisitConfig:
     seed: int = 0
     curve_bin_s: float = 1.0
     kv_dtype: str = "auto"
+    memorize_until: str = "leave"
 
     def __post_init__(self) -> None:
         if self.scenes < 1:
@@ -99,6 +104,10 @@ class RevisitConfig:
             raise ValueError(f"--prompt must be 'caption' or 'empty', got {self.prompt!r}")
         if self.min_revisit_frames < 1 or self.max_attempts < 1:
             raise ValueError("min_revisit_frames and max_attempts must be >= 1")
+        if self.memorize_until not in ("leave", "return"):
+            raise ValueError(
+                f"--memorize-until must be 'leave' or 'return', got {self.memorize_until!r}"
+            )
 
 
 def generate(model, ep: RevisitEpisode, policy: str, cfg: RevisitConfig) -> tuple[np.ndarray, dict]:
@@ -299,6 +308,7 @@ def run_revisit(model, cfg: RevisitConfig, *, progress: bool = True) -> dict:
             fps=model.fps,
             resolution=model.resolution,
             frames_per_step=model.frames_per_step,
+            memorize_until=cfg.memorize_until,
         )
         for i in tqdm(range(cfg.scenes), desc="revisit episodes", disable=not progress)
     ]

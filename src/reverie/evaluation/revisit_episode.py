@@ -120,12 +120,22 @@ def find_event(
     *,
     min_gap_s: float,
     min_revisit_frames: int,
+    memorize_until: str = "leave",
 ) -> dict[str, int] | None:
     """The memorize/generate split of a camera path, or None if it has no usable revisit.
 
     Implements steps 1-3 of :mod:`reverie.evaluation.revisit`. Shapes: R (T, 3, 3), P (T, 3).
+    ``memorize_until``: ``leave`` (the benchmark: memorize until the camera has left) or
+    ``return`` (a diagnostic: memorize the whole path up to the last step before the first
+    revisit, so that only the return leg is generated and every policy's context is ground
+    truth: recall without the model's own output in between).
     Returns a dict with ``first_visit, leave, first_revisit, run_end, memorize_end, end``.
+
+    Raises:
+        ValueError: an unknown ``memorize_until``.
     """
+    if memorize_until not in ("leave", "return"):
+        raise ValueError(f"memorize_until must be 'leave' or 'return', got {memorize_until!r}")
     mask, gap = revisit_mask(
         R,
         P,
@@ -153,6 +163,8 @@ def find_event(
         m = frames_per_step * math.ceil(u0 / frames_per_step)
         if m >= a:
             continue  # the revisit starts inside the memorized part
+        if memorize_until == "return":
+            m = frames_per_step * ((a - 1) // frames_per_step)  # the last step before a
         steps = math.ceil((b - m - 1) / frames_per_step)
         if m + 1 + frames_per_step * steps > T:
             steps = (T - m - 1) // frames_per_step
@@ -181,8 +193,10 @@ def build_episode(
     fps: int,
     resolution: int,
     frames_per_step: int,
+    memorize_until: str = "leave",
 ) -> RevisitEpisode:
-    """Find a revisit path in held-out scene ``index`` and render its ground truth.
+    """Find a revisit path in held-out scene ``index`` and render its ground truth
+    (``memorize_until`` as :func:`find_event`).
 
     Raises:
         ValueError: no trajectory seed out of ``max_attempts`` has a usable revisit.
@@ -196,6 +210,7 @@ def build_episode(
             frames_per_step,
             min_gap_s=min_gap_s,
             min_revisit_frames=min_revisit_frames,
+            memorize_until=memorize_until,
         )
         if event is None:
             continue
