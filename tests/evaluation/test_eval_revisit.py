@@ -131,5 +131,6 @@ def test_find_event_can_memorize_up_to_the_return():
     assert leave["memorize_end"] <= back["memorize_end"] < back["first_revisit"]
     assert back["first_revisit"] - back["memorize_end"] <= 4 and back["memorize_end"] % 4 == 0
     assert (back["end"] - back["memorize_end"] - 1) % 4 == 0 and back["end"] <= 97
+    assert all(type(v) is int for v in back.values())  # JSON-ready
     with pytest.raises(ValueError, match="memorize_until"):
         find_event(R, P, 16, 4, **cfg, memorize_until="never")

@@ -164,7 +164,7 @@ def find_event(
         if m >= a:
             continue  # the revisit starts inside the memorized part
         if memorize_until == "return":
-            m = frames_per_step * ((a - 1) // frames_per_step)  # the last step before a
+            m = frames_per_step * ((int(a) - 1) // frames_per_step)  # the last step before a
         steps = math.ceil((b - m - 1) / frames_per_step)
         if m + 1 + frames_per_step * steps > T:
             steps = (T - m - 1) // frames_per_step
