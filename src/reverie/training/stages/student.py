@@ -400,6 +400,7 @@ class StudentStage(SingleModuleStage):
         else:
             self.dataset, self.collate = OdeDataset(config.data.trajectories), OdeClip.collate
         self.times = torch.tensor(config.schedule.times)  # (S,)
+        self.patch_size = model.config.patch_size  # (pt, ph, pw)
         self._contexts: dict[tuple, MemoryContexts | None] = {}  # (T, rows, cols) -> contexts
         channels = model.config.out_channels
         self.channel_weights = (  # (C,), mean 1
@@ -446,7 +447,7 @@ class StudentStage(SingleModuleStage):
         Shapes: latents ``(B, T, C, h, w)``; ``context_visible (B, T, T)`` bool.
         """
         b, frames, _, h, w = latents.shape
-        _, ph, pw = self.config.backbone().patch_size
+        _, ph, pw = self.patch_size
         key = (frames, h // ph, w // pw)
         if key not in self._contexts:
             fpb = self.config.frames_per_block
